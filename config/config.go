@@ -1,0 +1,254 @@
+// Package config reads the router's settings from the environment and
+// validates them, so that a bad deployment fails at start with a message that
+// names the variable, not on the first request.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v10"
+
+	"github.com/splitapp/router/cookie"
+	"github.com/splitapp/router/pathrule"
+)
+
+// MinSecretLen is the shortest COOKIE_SECRET key accepted: an HMAC-SHA256 key
+// shorter than the hash gives away strength for nothing.
+const MinSecretLen = 32
+
+// MaxPinTTL is the longest PIN_TTL accepted.
+const MaxPinTTL = cookie.MaxTTL
+
+// Config is every setting of the router. The env tags are the public
+// interface; the example tags show a valid value in error messages.
+type Config struct {
+	Port            int           `env:"PORT" envDefault:"8080" example:"8080"`
+	PrimaryURLRaw   string        `env:"PRIMARY_URL" example:"https://myapp-primary.herokuapp.com"`
+	ReplicaURLsRaw  string        `env:"REPLICA_URLS" example:"https://myapp-ro.herokuapp.com,https://myapp-ro2.herokuapp.com weight=2"`
+	CookieSecretRaw string        `env:"COOKIE_SECRET" example:"$(openssl rand -hex 32)"`
+	PinTTL          time.Duration `env:"PIN_TTL" envDefault:"5s" example:"5s"`
+	CookieName      string        `env:"COOKIE_NAME" envDefault:"router_pin" example:"router_pin"`
+	PrimaryPathsRaw string        `env:"PRIMARY_PATHS" example:"/admin/,/auth/*/callback"`
+	ReadPathsRaw    string        `env:"READ_PATHS" example:"POST /search,POST /graphql"`
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s" example:"30s"`
+	ConnectTimeout  time.Duration `env:"CONNECT_TIMEOUT" envDefault:"5s" example:"5s"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" example:"25s"`
+	PreserveHost    bool          `env:"PRESERVE_HOST" envDefault:"false" example:"true"`
+
+	// Parsed from the raw fields above by Load.
+	PrimaryURL   *url.URL
+	Replicas     []Replica
+	CookieKeys   [][]byte
+	PrimaryPaths pathrule.Set
+	ReadPaths    pathrule.Set
+}
+
+// Replica is one read-only upstream from REPLICA_URLS.
+type Replica struct {
+	URL *url.URL
+	// Weight is the replica's share in weighted round-robin; 1 unless the
+	// entry says "weight=N".
+	Weight int
+}
+
+// Load parses and validates the environment, given as os.Environ() does.
+// Its error lists every problem found, one per line, each naming the
+// variable and showing a valid value.
+func Load(environ []string) (Config, error) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	var c Config
+	var problems []string
+	if err := env.ParseWithOptions(&c, env.Options{Environment: vars}); err != nil {
+		problems = append(problems, describeParseErrors(err, vars)...)
+	}
+	problems = append(problems, c.validate()...)
+	if len(problems) > 0 {
+		return Config{}, errors.New(strings.Join(problems, "\n"))
+	}
+	return c, nil
+}
+
+// describeParseErrors turns env's errors, which name Go fields, into lines
+// that name the variable the user set.
+func describeParseErrors(err error, vars map[string]string) []string {
+	var agg env.AggregateError
+	errs := []error{err}
+	if errors.As(err, &agg) {
+		errs = agg.Errors
+	}
+	var lines []string
+	for _, e := range errs {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := reflect.TypeOf(Config{}).FieldByName(pe.Name); ok {
+				name := f.Tag.Get("env")
+				lines = append(lines, fmt.Sprintf("%s=%q is not a valid %s; e.g. %s=%s",
+					name, vars[name], kindOf(f.Type), name, f.Tag.Get("example")))
+				continue
+			}
+		}
+		lines = append(lines, e.Error())
+	}
+	return lines
+}
+
+func kindOf(t reflect.Type) string {
+	switch t {
+	case reflect.TypeOf(time.Duration(0)):
+		return "duration (a number with a unit: ms, s, m)"
+	case reflect.TypeOf(false):
+		return "boolean (true or false)"
+	case reflect.TypeOf(0):
+		return "whole number"
+	}
+	return t.String()
+}
+
+// example returns "NAME=example" for the named variable.
+func example(name string) string {
+	t := reflect.TypeOf(Config{})
+	for i := 0; i < t.NumField(); i++ {
+		if f := t.Field(i); f.Tag.Get("env") == name {
+			return name + "=" + f.Tag.Get("example")
+		}
+	}
+	return name
+}
+
+// validate checks the values env could parse and fills the parsed fields.
+// Fields env rejected keep their zero value and are not reported twice.
+func (c *Config) validate() []string {
+	var problems []string
+	bad := func(name, problem string) {
+		problems = append(problems, name+problem+"; e.g. "+example(name))
+	}
+
+	if c.Port < 0 || c.Port > 65535 {
+		bad("PORT", fmt.Sprintf("=%d is out of range 0-65535", c.Port))
+	}
+
+	if c.PrimaryURLRaw == "" {
+		bad("PRIMARY_URL", " is required: the base URL of the primary app")
+	} else if u, err := ParseUpstreamURL(c.PrimaryURLRaw); err != nil {
+		bad("PRIMARY_URL", " "+err.Error())
+	} else {
+		c.PrimaryURL = u
+	}
+
+	replicas, err := ParseReplicas(c.ReplicaURLsRaw)
+	if err != nil {
+		bad("REPLICA_URLS", " "+err.Error())
+	}
+	c.Replicas = replicas
+
+	if c.CookieSecretRaw == "" {
+		bad("COOKIE_SECRET", fmt.Sprintf(" is required: a random key of at least %d bytes that signs pin cookies", MinSecretLen))
+	}
+	for i, key := range strings.Split(c.CookieSecretRaw, ",") {
+		if c.CookieSecretRaw == "" {
+			break
+		}
+		key = strings.TrimSpace(key)
+		if len(key) < MinSecretLen {
+			bad("COOKIE_SECRET", fmt.Sprintf(" key %d is %d bytes; every comma-separated key needs at least %d", i+1, len(key), MinSecretLen))
+			continue
+		}
+		c.CookieKeys = append(c.CookieKeys, []byte(key))
+	}
+
+	durations := []struct {
+		name string
+		d    time.Duration
+		max  time.Duration
+	}{
+		{"PIN_TTL", c.PinTTL, MaxPinTTL},
+		{"UPSTREAM_TIMEOUT", c.UpstreamTimeout, 0},
+		{"CONNECT_TIMEOUT", c.ConnectTimeout, 0},
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0},
+	}
+	for _, d := range durations {
+		if d.d <= 0 {
+			bad(d.name, fmt.Sprintf("=%s must be greater than zero", d.d))
+		} else if d.max > 0 && d.d > d.max {
+			bad(d.name, fmt.Sprintf("=%s is longer than the %s maximum", d.d, d.max))
+		}
+	}
+
+	if !validCookieName(c.CookieName) {
+		bad("COOKIE_NAME", fmt.Sprintf("=%q is not a valid cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.CookieName))
+	}
+
+	if c.PrimaryPaths, err = pathrule.Parse(c.PrimaryPathsRaw); err != nil {
+		bad("PRIMARY_PATHS", " "+err.Error())
+	}
+	if c.ReadPaths, err = pathrule.Parse(c.ReadPathsRaw); err != nil {
+		bad("READ_PATHS", " "+err.Error())
+	}
+	return problems
+}
+
+// ParseUpstreamURL accepts an absolute http or https URL with a host and no
+// query, fragment or credentials.
+func ParseUpstreamURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%q is not a URL", raw)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("%q must start with http:// or https://", raw)
+	case u.Host == "":
+		return nil, fmt.Errorf("%q has no host", raw)
+	case u.User != nil:
+		return nil, fmt.Errorf("%q must not carry credentials", u.Redacted())
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return nil, fmt.Errorf("%q must not have a query or fragment", raw)
+	}
+	return u, nil
+}
+
+// ParseReplicas reads REPLICA_URLS: comma-separated entries, each a URL
+// optionally followed by " weight=N" (N from 1 to 100).
+func ParseReplicas(raw string) ([]Replica, error) {
+	var replicas []Replica
+	for _, entry := range strings.Split(raw, ",") {
+		fields := strings.Fields(entry)
+		if len(fields) == 0 {
+			continue
+		}
+		u, err := ParseUpstreamURL(fields[0])
+		if err != nil {
+			return nil, err
+		}
+		r := Replica{URL: u, Weight: 1}
+		for _, opt := range fields[1:] {
+			v, ok := strings.CutPrefix(opt, "weight=")
+			w, err := strconv.Atoi(v)
+			if !ok || err != nil || w < 1 || w > 100 {
+				return nil, fmt.Errorf("%q: option %q is not weight=N with N from 1 to 100", strings.TrimSpace(entry), opt)
+			}
+			r.Weight = w
+		}
+		replicas = append(replicas, r)
+	}
+	return replicas, nil
+}
+
+func validCookieName(name string) bool {
+	if name == "" {
+		return false
+	}
+	// http.Cookie.Valid checks the name against RFC 6265's token rule.
+	return (&http.Cookie{Name: name, Value: "x"}).Valid() == nil
+}

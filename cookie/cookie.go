@@ -1,0 +1,191 @@
+// Package cookie issues and reads pins: signed, expiring tokens that tell
+// every router process "this client wrote recently; serve its reads from the
+// primary". A pin lives in a cookie (or, for clients without cookies, in a
+// header) and carries only the time it ends, never a backend address.
+package cookie
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/securecookie"
+)
+
+// MaxTokenLen caps the length of a pin token read from a request. A real
+// token is about 110 bytes; anything longer is garbage and is not decoded,
+// so a hostile client cannot make the router allocate for it.
+const MaxTokenLen = 256
+
+// payloadVersion is the first byte of every signed payload, so the format can
+// change later without old routers misreading new pins.
+const payloadVersion = 1
+
+const payloadLen = 1 + 8 + 8
+
+// MaxTTL bounds every pin, whether from PIN_TTL or from an app's X-Router-Pin
+// header, so a mistaken value cannot pin a client to the primary for days.
+const MaxTTL = time.Hour
+
+// Pin is what a valid token says.
+type Pin struct {
+	// Until is when the pin ends.
+	Until time.Time
+	// LSN is the primary's WAL position after the write, or 0 when unknown.
+	LSN uint64
+}
+
+// Options configures a Pinner.
+type Options struct {
+	// Name is the cookie's name.
+	Name string
+	// Keys are HMAC-SHA256 keys. The first signs; all verify, so a key can be
+	// rotated out by moving it after a new one.
+	Keys [][]byte
+	// Now returns the current time. If nil, time.Now is used.
+	Now func() time.Time
+}
+
+// Pinner signs and verifies pins. It is safe for concurrent use.
+type Pinner struct {
+	name   string
+	codecs []securecookie.Codec
+	now    func() time.Time
+}
+
+// New returns a Pinner for the given keys.
+func New(o Options) (*Pinner, error) {
+	if len(o.Keys) == 0 {
+		return nil, errors.New("cookie: at least one key is required")
+	}
+	if o.Name == "" {
+		return nil, errors.New("cookie: a cookie name is required")
+	}
+	p := &Pinner{name: o.Name, now: o.Now}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	for _, key := range o.Keys {
+		sc := securecookie.New(key, nil)
+		sc.SetSerializer(securecookie.NopEncoder{})
+		sc.MaxLength(MaxTokenLen)
+		// The pin's own Until is the expiry; securecookie's clock check
+		// would only duplicate it with a clock tests cannot control.
+		sc.MaxAge(0)
+		p.codecs = append(p.codecs, sc)
+	}
+	return p, nil
+}
+
+// Name returns the cookie name.
+func (p *Pinner) Name() string { return p.name }
+
+// Sign returns a token for a pin that lasts ttl from now.
+func (p *Pinner) Sign(ttl time.Duration, lsn uint64) (string, error) {
+	var payload [payloadLen]byte
+	payload[0] = payloadVersion
+	binary.BigEndian.PutUint64(payload[1:], uint64(p.now().Add(ttl).UnixMilli()))
+	binary.BigEndian.PutUint64(payload[9:], lsn)
+	return securecookie.EncodeMulti(p.name, payload[:], p.codecs...)
+}
+
+// Verify returns the pin a token carries. A token that is empty, too long,
+// forged, tampered with, signed by an unknown key or expired is simply not a
+// pin: ok is false and there is no error to handle.
+func (p *Pinner) Verify(token string) (pin Pin, ok bool) {
+	if token == "" || len(token) > MaxTokenLen {
+		return Pin{}, false
+	}
+	var payload []byte
+	if err := securecookie.DecodeMulti(p.name, token, &payload, p.codecs...); err != nil {
+		return Pin{}, false
+	}
+	if len(payload) != payloadLen || payload[0] != payloadVersion {
+		return Pin{}, false
+	}
+	pin.Until = time.UnixMilli(int64(binary.BigEndian.Uint64(payload[1:])))
+	pin.LSN = binary.BigEndian.Uint64(payload[9:])
+	if !p.now().Before(pin.Until) {
+		return Pin{}, false
+	}
+	return pin, true
+}
+
+// FromRequest returns the pin in the request's cookie, if any. A request
+// without the cookie costs no allocation.
+func (p *Pinner) FromRequest(r *http.Request) (Pin, bool) {
+	token, found := lookup(r.Header["Cookie"], p.name)
+	if !found {
+		return Pin{}, false
+	}
+	return p.Verify(token)
+}
+
+// SetCookie adds a Set-Cookie header carrying token to h. Max-Age is the
+// pin's TTL, rounded up to a whole second so a short pin is not dropped at
+// once; Secure is set when the client reached the front router over HTTPS.
+func (p *Pinner) SetCookie(h http.Header, token string, ttl time.Duration, secure bool) {
+	maxAge := int((ttl + time.Second - 1) / time.Second)
+	var b strings.Builder
+	b.Grow(len(p.name) + len(token) + 64)
+	b.WriteString(p.name)
+	b.WriteByte('=')
+	b.WriteString(token)
+	b.WriteString("; Path=/; Max-Age=")
+	b.WriteString(strconv.Itoa(maxAge))
+	b.WriteString("; HttpOnly; SameSite=Lax")
+	if secure {
+		b.WriteString("; Secure")
+	}
+	h.Add("Set-Cookie", b.String())
+}
+
+// Strip removes the pin cookie from h's Cookie header, leaving the app's own
+// cookies as they were. The app never sees the router's cookie.
+func (p *Pinner) Strip(h http.Header) {
+	lines := h["Cookie"]
+	if _, found := lookup(lines, p.name); !found {
+		return
+	}
+	kept := lines[:0:0]
+	for _, line := range lines {
+		var parts []string
+		for _, part := range strings.Split(line, ";") {
+			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if name != p.name {
+				parts = append(parts, strings.TrimSpace(part))
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	if len(kept) == 0 {
+		h.Del("Cookie")
+		return
+	}
+	h["Cookie"] = kept
+}
+
+// lookup finds the value of the named cookie in Cookie header lines without
+// allocating. A cookie sent more than once yields its first value.
+func lookup(lines []string, name string) (value string, found bool) {
+	for _, line := range lines {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimLeft(part, " \t")
+			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
+				v := strings.TrimRight(part[len(name)+1:], " \t")
+				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
+				return v, true
+			}
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,196 @@
+// Command router sits in front of a split app as its web process: reads go
+// to the read-only app (whose database is a follower), writes go to the
+// primary, and a signed pin cookie sends a client's reads to the primary for
+// a while after it writes, so users see their own writes.
+//
+//	router          serve, configured by the environment (see README.md)
+//	router demo     serve in front of a built-in demo app; no configuration
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/splitapp/router/config"
+	"github.com/splitapp/router/cookie"
+	"github.com/splitapp/router/demo"
+	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/router"
+)
+
+// demoLag is how far the demo's follower is behind: long enough to see a
+// stale read by hand, shorter than the default PIN_TTL.
+const demoLag = 2 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	logger := newLogger(stdout)
+	cmd := ""
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "":
+		cfg, err := config.Load(environ)
+		if err != nil {
+			fmt.Fprintf(stderr, "router: invalid configuration:\n%s\n", indent(err.Error()))
+			return 2
+		}
+		return serve(ctx, cfg, logger, nil)
+	case "demo":
+		return runDemo(ctx, environ, logger, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, "usage: router [demo]\n\nWith no argument, router serves as configured by its environment (see README.md).\n\"router demo\" runs it in front of a built-in demo app and needs no configuration.")
+		return 0
+	}
+	fmt.Fprintf(stderr, "router: unknown command %q; usage: router [demo]\n", cmd)
+	return 2
+}
+
+// newLogger returns the logger for the router's own messages: logfmt with
+// at= first, as Heroku's lines are, and no timestamp (the platform adds one).
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			switch {
+			case len(groups) > 0:
+			case a.Key == slog.TimeKey:
+				return slog.Attr{}
+			case a.Key == slog.LevelKey:
+				return slog.String("at", strings.ToLower(a.Value.String()))
+			}
+			return a
+		},
+	}))
+}
+
+func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
+
+// serve runs the router until ctx is done, then drains in-flight requests
+// for up to SHUTDOWN_TIMEOUT. It calls onListening, if set, once the port is
+// bound and before serving.
+func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, onListening func(port int)) int {
+	pinner, err := cookie.New(cookie.Options{Name: cfg.CookieName, Keys: cfg.CookieKeys})
+	if err != nil {
+		logger.Error("starting", "err", err)
+		return 1
+	}
+	replicas := make([]*health.Upstream, len(cfg.Replicas))
+	for i, r := range cfg.Replicas {
+		replicas[i] = health.NewUpstream(r.URL, health.Replica, r.Weight)
+	}
+	rt := router.New(router.Options{
+		Primary:         health.NewUpstream(cfg.PrimaryURL, health.Primary, 1),
+		Replicas:        replicas,
+		Pinner:          pinner,
+		PinTTL:          cfg.PinTTL,
+		Rules:           router.Rules{PrimaryPaths: cfg.PrimaryPaths, ReadPaths: cfg.ReadPaths},
+		UpstreamTimeout: cfg.UpstreamTimeout,
+		ConnectTimeout:  cfg.ConnectTimeout,
+		PreserveHost:    cfg.PreserveHost,
+		Logger:          logger,
+	})
+	defer rt.Close()
+
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
+	if err != nil {
+		logger.Error("cannot listen", "port", cfg.Port, "err", err)
+		return 1
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	srv := &http.Server{
+		Handler: rt,
+		// Heroku's router has already read the request; a client that
+		// trickles headers is not one of ours.
+		ReadHeaderTimeout: 10 * time.Second,
+		// Heroku's router keeps idle connections to a dyno for 90 s; closing
+		// them sooner races its reuse and shows up as H13/H18 errors.
+		IdleTimeout: 100 * time.Second,
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	logger.Info("listening", "port", port, "primary", cfg.PrimaryURL.Host, "replicas", len(replicas), "pin_ttl", cfg.PinTTL)
+	if onListening != nil {
+		onListening(port)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		logger.Error("server stopped", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	// Shutdown closes the listener at once, so new connections are refused,
+	// and waits for in-flight requests.
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("requests still in flight at SHUTDOWN_TIMEOUT; closing them", "err", err)
+		srv.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Error("server stopped", "err", err)
+	}
+	logger.Info("stopped")
+	return 0
+}
+
+// runDemo starts the demo apps on loopback and serves the router in front of
+// them. Any variable the user did set still applies.
+func runDemo(ctx context.Context, environ []string, logger *slog.Logger, stdout, stderr io.Writer) int {
+	apps, err := demo.Start(demoLag)
+	if err != nil {
+		fmt.Fprintln(stderr, "router:", err)
+		return 1
+	}
+	defer apps.Close()
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	environ = append([]string{
+		"PRIMARY_URL=" + apps.PrimaryURL,
+		"REPLICA_URLS=" + apps.ReplicaURL,
+		"COOKIE_SECRET=" + hex.EncodeToString(secret),
+	}, environ...)
+	cfg, err := config.Load(environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "router: invalid configuration:\n%s\n", indent(err.Error()))
+		return 2
+	}
+	return serve(ctx, cfg, logger, func(port int) {
+		base := fmt.Sprintf("http://127.0.0.1:%d", port)
+		fmt.Fprintf(stdout, `
+Demo: the router on %[1]s, in front of a primary app and a read-only app.
+They share a notes store whose follower is %[2]s behind the leader.
+
+  # write a note; the response sets the pin cookie (kept in /tmp/router-demo-pin)
+  curl -si -c /tmp/router-demo-pin -d text=hello %[1]s/notes
+  # read with the cookie: served by the primary, the note is there
+  curl -s -b /tmp/router-demo-pin %[1]s/notes
+  # read without it: served by the read-only app, the note shows up after %[2]s
+  curl -s %[1]s/notes
+
+Each request logs a line with upstream= and reason=. Ctrl-C stops.
+
+`, base, demoLag)
+	})
+}
