@@ -1,0 +1,205 @@
+package test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestSigtermDrainsInFlightRequests(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	arrived, release := make(chan struct{}), make(chan struct{})
+	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		io.WriteString(w, "finished")
+	})
+	rt := startRouter(t, baseEnv(primary, replica))
+
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(rt.URL + "/slow")
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{resp.StatusCode, string(b), err}
+	}()
+	<-arrived
+	rt.signal(syscall.SIGTERM)
+	if _, ok := rt.waitLog(`msg="shutting down"`, 5*time.Second); !ok {
+		t.Fatal("router did not log shutting down")
+	}
+	// The listener is closed at once: new connections are refused while
+	// the slow request is still in flight.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+rt.Port, time.Second)
+		if err != nil {
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("router still accepts connections after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	r := <-done
+	if r.err != nil || r.status != 200 || r.body != "finished" {
+		t.Errorf("in-flight request: %d %q %v, want 200 finished", r.status, r.body, r.err)
+	}
+	if code := rt.waitExit(10 * time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+}
+
+func TestShutdownTimeoutCutsStragglers(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	arrived := make(chan struct{})
+	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		select {
+		case <-r.Context().Done():
+		case <-time.After(20 * time.Second):
+		}
+	})
+	env := baseEnv(primary, replica)
+	env["SHUTDOWN_TIMEOUT"] = "300ms"
+	rt := startRouter(t, env)
+	go func() {
+		if resp, err := http.Get(rt.URL + "/hang"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-arrived
+	start := time.Now()
+	rt.signal(syscall.SIGINT)
+	if code := rt.waitExit(10 * time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	if _, ok := rt.waitLog(`at=warn msg="requests still in flight`, time.Second); !ok {
+		t.Error("no warning about requests cut at SHUTDOWN_TIMEOUT")
+	}
+	t.Logf("exited %s after SIGINT with SHUTDOWN_TIMEOUT=300ms", time.Since(start).Round(time.Millisecond))
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	valid := map[string]string{"PRIMARY_URL": "http://127.0.0.1:1", "COOKIE_SECRET": secret}
+	tests := []struct {
+		name string
+		set  map[string]string
+		want []string // each must appear in stderr
+	}{
+		{"nothing set", map[string]string{"PRIMARY_URL": "", "COOKIE_SECRET": ""},
+			[]string{"PRIMARY_URL is required", "COOKIE_SECRET is required", "e.g. PRIMARY_URL=https://"}},
+		{"primary not a URL", map[string]string{"PRIMARY_URL": "myapp.herokuapp.com"}, []string{"PRIMARY_URL", "http:// or https://"}},
+		{"primary with query", map[string]string{"PRIMARY_URL": "http://a.example.com/?x=1"}, []string{"PRIMARY_URL", "query"}},
+		{"replica bad", map[string]string{"REPLICA_URLS": "http://ok.example.com,ftp://bad"}, []string{"REPLICA_URLS", "ftp://bad"}},
+		{"replica bad weight", map[string]string{"REPLICA_URLS": "http://a.example.com weight=0"}, []string{"REPLICA_URLS", "weight=N"}},
+		{"short secret", map[string]string{"COOKIE_SECRET": "tooshort"}, []string{"COOKIE_SECRET key 1 is 8 bytes", "at least 32"}},
+		{"short rotated secret", map[string]string{"COOKIE_SECRET": secret + ",short"}, []string{"COOKIE_SECRET key 2 is 5 bytes"}},
+		{"ttl not a duration", map[string]string{"PIN_TTL": "five"}, []string{`PIN_TTL="five" is not a valid duration`, "e.g. PIN_TTL=5s"}},
+		{"ttl without unit", map[string]string{"PIN_TTL": "5"}, []string{`PIN_TTL="5"`}},
+		{"ttl zero", map[string]string{"PIN_TTL": "0s"}, []string{"PIN_TTL=0s must be greater than zero"}},
+		{"ttl too long", map[string]string{"PIN_TTL": "2h"}, []string{"PIN_TTL=2h0m0s is longer than"}},
+		{"timeout negative", map[string]string{"UPSTREAM_TIMEOUT": "-1s"}, []string{"UPSTREAM_TIMEOUT=-1s must be greater than zero"}},
+		{"connect timeout", map[string]string{"CONNECT_TIMEOUT": "soon"}, []string{"CONNECT_TIMEOUT"}},
+		{"shutdown timeout", map[string]string{"SHUTDOWN_TIMEOUT": "0"}, []string{"SHUTDOWN_TIMEOUT"}},
+		{"port", map[string]string{"PORT": "http"}, []string{`PORT="http" is not a valid whole number`}},
+		{"port range", map[string]string{"PORT": "70000"}, []string{"PORT=70000 is out of range"}},
+		{"preserve host", map[string]string{"PRESERVE_HOST": "yes please"}, []string{`PRESERVE_HOST="yes please" is not a valid boolean`}},
+		{"cookie name", map[string]string{"COOKIE_NAME": "pin cookie"}, []string{"COOKIE_NAME", "not a valid cookie name"}},
+		{"primary paths", map[string]string{"PRIMARY_PATHS": "admin/"}, []string{"PRIMARY_PATHS", `must start with "/"`}},
+		{"read paths", map[string]string{"READ_PATHS": "/a*b"}, []string{"READ_PATHS", "whole segment"}},
+		{"two problems at once", map[string]string{"PIN_TTL": "x", "PORT": "-5"}, []string{"PIN_TTL", "PORT"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{}
+			for k, v := range valid {
+				env[k] = v
+			}
+			for k, v := range tt.set {
+				env[k] = v
+			}
+			p := launch(t, env)
+			code := p.waitExit(10 * time.Second)
+			stderr := p.Stderr()
+			if code != 2 {
+				t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr does not mention %q:\n%s", w, stderr)
+				}
+			}
+			if len(p.Lines()) != 0 {
+				t.Errorf("router wrote to stdout before failing: %q", p.Lines())
+			}
+		})
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	t.Parallel()
+	p := launch(t, nil, "serve-please")
+	if code := p.waitExit(10 * time.Second); code != 2 || !strings.Contains(p.Stderr(), "usage: router [demo]") {
+		t.Errorf("exit %d, stderr %q; want 2 and a usage line", code, p.Stderr())
+	}
+}
+
+// TestDemo runs the demo with no configuration at all and walks the
+// newcomer's path from the README.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	rt := startRouter(t, nil, "demo")
+	if _, ok := rt.waitLog(`curl -s -b /tmp/router-demo-pin http://127.0.0.1:\d+/notes`, 5*time.Second); !ok {
+		t.Error("demo did not print the curl commands with its port")
+	}
+	resp, body, _ := do(t, "POST", rt.URL+"/notes", strings.NewReader("text=hello+demo"),
+		http.Header{"Content-Type": {"application/x-www-form-urlencoded"}})
+	pin := pinCookie(resp)
+	if resp.StatusCode != 201 || pin == nil {
+		t.Fatalf("POST /notes: %d %q, pin %v; want 201 and a pin", resp.StatusCode, body, pin)
+	}
+	_, pinned, _ := do(t, "GET", rt.URL+"/notes", nil, http.Header{"Cookie": {pin.String()}})
+	if !strings.Contains(pinned, "hello demo") || !strings.Contains(pinned, "primary") {
+		t.Errorf("read with the pin = %q, want the note, from the primary", pinned)
+	}
+	_, stale, _ := do(t, "GET", rt.URL+"/notes", nil, nil)
+	if strings.Contains(stale, "hello demo") || !strings.Contains(stale, "replica") {
+		t.Errorf("read without the pin right after the write = %q, want the follower's stale view", stale)
+	}
+	// The follower catches up after the demo's lag.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, fresh, _ := do(t, "GET", rt.URL+"/notes", nil, nil)
+		if strings.Contains(fresh, "hello demo") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower never showed the note: %q", fresh)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, body, _ = do(t, "POST", rt.URL+"/notes", nil, nil)
+	if resp.StatusCode != 400 {
+		t.Errorf("empty note: %d %q, want 400 from the primary", resp.StatusCode, body)
+	}
+}

@@ -1,0 +1,327 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestForwardingHeaders(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	rt := startRouter(t, baseEnv(primary, replica))
+	replicaHost := strings.TrimPrefix(replica.URL, "http://")
+
+	t.Run("behind a front router", func(t *testing.T) {
+		h := http.Header{
+			"X-Forwarded-For":   {"203.0.113.7"},
+			"X-Forwarded-Proto": {"https"},
+			"X-Forwarded-Port":  {"443"},
+			"X-Request-Start":   {"1700000000123"},
+		}
+		req, _ := http.NewRequest("GET", rt.URL+"/items", nil)
+		req.Host = "www.example.com"
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		id := newID(t)
+		req.Header.Set("X-Request-Id", id)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := replica.received(id)
+		if len(got) != 1 {
+			t.Fatalf("replica got %d requests with id %s, want 1", len(got), id)
+		}
+		in := got[0]
+		checks := []struct{ name, got, want string }{
+			{"Host", in.Host, replicaHost},
+			{"X-Forwarded-Host", in.Header.Get("X-Forwarded-Host"), "www.example.com"},
+			{"X-Forwarded-For", in.Header.Get("X-Forwarded-For"), "203.0.113.7, 127.0.0.1"},
+			{"X-Forwarded-Proto", in.Header.Get("X-Forwarded-Proto"), "https"},
+			{"X-Forwarded-Port", in.Header.Get("X-Forwarded-Port"), "443"},
+			{"X-Request-Start", in.Header.Get("X-Request-Start"), "1700000000123"},
+			{"X-Request-Id", in.Header.Get("X-Request-Id"), id},
+		}
+		for _, c := range checks {
+			if c.got != c.want {
+				t.Errorf("upstream saw %s %q, want %q", c.name, c.got, c.want)
+			}
+		}
+		if line := rt.logFor(id); field(line, "fwd") != "203.0.113.7" || field(line, "host") != "www.example.com" {
+			t.Errorf("log line %q, want fwd=\"203.0.113.7\" host=www.example.com", line)
+		}
+	})
+
+	t.Run("direct client", func(t *testing.T) {
+		for _, bad := range []string{"", "short", "has spaces in it, 0123456789", strings.Repeat("a", 201)} {
+			req, _ := http.NewRequest("GET", rt.URL+"/items", nil)
+			if bad != "" {
+				req.Header.Set("X-Request-Id", bad)
+			}
+			resp, err := noRedirect.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		// The last four requests to the replica carried invalid ids; each
+		// must have been given a fresh, valid one.
+		replica.mu.Lock()
+		reqs := replica.requests[len(replica.requests)-4:]
+		replica.mu.Unlock()
+		for _, r := range reqs {
+			id := r.Header.Get("X-Request-Id")
+			if len(id) != 36 || strings.Count(id, "-") != 4 {
+				t.Errorf("invalid X-Request-Id replaced by %q, want a generated UUID", id)
+			}
+			if got := r.Header.Get("X-Forwarded-Proto"); got != "http" {
+				t.Errorf("X-Forwarded-Proto = %q for a direct plain-HTTP client, want http", got)
+			}
+			if got := r.Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
+				t.Errorf("X-Forwarded-For = %q for a direct client, want 127.0.0.1", got)
+			}
+		}
+	})
+
+	t.Run("PRESERVE_HOST", func(t *testing.T) {
+		env := baseEnv(primary, replica)
+		env["PRESERVE_HOST"] = "true"
+		keep := startRouter(t, env)
+		req, _ := http.NewRequest("GET", keep.URL+"/items", nil)
+		req.Host = "www.example.com"
+		id := newID(t)
+		req.Header.Set("X-Request-Id", id)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := replica.received(id)[0].Host; got != "www.example.com" {
+			t.Errorf("with PRESERVE_HOST the upstream saw Host %q, want www.example.com", got)
+		}
+	})
+}
+
+func TestServerSentEventsStream(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	firstSeen := make(chan struct{})
+	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		// The second event is only sent once the client has the first: a
+		// router that buffered would deadlock here until the test times out.
+		select {
+		case <-firstSeen:
+		case <-time.After(10 * time.Second):
+			return
+		}
+		fmt.Fprint(w, "data: two\n\n")
+	})
+	rt := startRouter(t, baseEnv(primary, replica))
+	resp, err := http.Get(rt.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	first, err := br.ReadString('\n')
+	if err != nil || first != "data: one\n" {
+		t.Fatalf("first event = %q, %v", first, err)
+	}
+	close(firstSeen)
+	rest, _ := io.ReadAll(br)
+	if !strings.Contains(string(rest), "data: two") {
+		t.Errorf("second event missing; got %q", rest)
+	}
+}
+
+// TestLargeBodiesStreamInFlatMemory sends 300 MB up and 300 MB down through
+// the router and checks its peak RSS.
+func TestLargeBodiesStreamInFlatMemory(t *testing.T) {
+	t.Parallel()
+	const size = 300 << 20
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	primary.handle(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprint(w, n)
+	})
+	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		io.Copy(w, io.LimitReader(zeros{}, size))
+	})
+	rt := startRouter(t, baseEnv(primary, replica))
+
+	resp, body, _ := do(t, "POST", rt.URL+"/upload", io.LimitReader(zeros{}, size), nil)
+	if resp.StatusCode != 200 || body != strconv.Itoa(size) {
+		t.Errorf("upload: primary counted %q bytes (status %d), want %d", body, resp.StatusCode, size)
+	}
+	dl, err := http.Get(rt.URL + "/download")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, dl.Body)
+	dl.Body.Close()
+	if err != nil || n != size {
+		t.Errorf("download: got %d bytes (%v), want %d", n, err, size)
+	}
+	peak := peakRSSKB(t, rt.cmd.Process.Pid)
+	t.Logf("router peak RSS after 300 MB each way: %d KB", peak)
+	if peak > 120<<10 {
+		t.Errorf("router peak RSS %d KB, want under 120 MB", peak)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// peakRSSKB reads VmHWM, the process's peak resident set, from /proc.
+func peakRSSKB(t *testing.T, pid int) int {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return kb
+		}
+	}
+	t.Fatal("no VmHWM in /proc status")
+	return 0
+}
+
+func TestUpstreamTimeout(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})
+	env := baseEnv(primary, replica)
+	env["UPSTREAM_TIMEOUT"] = "200ms"
+	rt := startRouter(t, env)
+	resp, body, id := do(t, "GET", rt.URL+"/slow", nil, nil)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("slow upstream: status %d, want 504", resp.StatusCode)
+	}
+	if !strings.Contains(body, id) {
+		t.Errorf("error body %q does not name the request id %s", body, id)
+	}
+	line := rt.logFor(id)
+	if !strings.HasPrefix(line, "at=error code=upstream_timeout") || field(line, "status") != "504" {
+		t.Errorf("log line %q, want at=error code=upstream_timeout ... status=504", line)
+	}
+}
+
+func TestUpstreamUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadURL := "http://" + ln.Addr().String()
+	ln.Close()
+	env := map[string]string{"PRIMARY_URL": deadURL, "COOKIE_SECRET": secret}
+	rt := startRouter(t, env)
+	resp, body, id := do(t, "POST", rt.URL+"/items", strings.NewReader("x"), nil)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("dead primary: status %d, want 502", resp.StatusCode)
+	}
+	if !strings.Contains(body, id) || strings.Contains(body, "127.0.0.1") || strings.Contains(body, "dial") {
+		t.Errorf("error body %q should name the request id and no address or Go error", body)
+	}
+	if pinCookie(resp) != nil {
+		t.Error("a write that failed in the router set a pin")
+	}
+	if line := rt.logFor(id); !strings.HasPrefix(line, "at=error code=upstream_error") {
+		t.Errorf("log line %q, want at=error code=upstream_error", line)
+	}
+}
+
+func TestUpstreamDiesMidResponse(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial body")
+		buf.Flush()
+		conn.Close()
+	})
+	rt := startRouter(t, baseEnv(primary, replica))
+	req, _ := http.NewRequest("GET", rt.URL+"/crash", nil)
+	id := newID(t)
+	req.Header.Set("X-Request-Id", id)
+	// The router may cut the connection before or after its headers leave;
+	// either way the client must see an error, never a short body as whole.
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("reading a body cut short upstream: err = %v, want unexpected EOF", err)
+		}
+	}
+	if line := rt.logFor(id); !strings.HasPrefix(line, "at=error code=upstream_aborted") {
+		t.Errorf("log line %q, want at=error code=upstream_aborted", line)
+	}
+}
+
+func TestClientGoneIsLogged(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	arrived, cancelled := make(chan struct{}), make(chan struct{})
+	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		select {
+		case <-r.Context().Done():
+			close(cancelled)
+		case <-time.After(10 * time.Second):
+		}
+	})
+	rt := startRouter(t, baseEnv(primary, replica))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", rt.URL+"/slow", nil)
+	id := newID(t)
+	req.Header.Set("X-Request-Id", id)
+	go func() {
+		<-arrived
+		cancel()
+	}()
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("request succeeded after cancel")
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Error("the upstream request was not cancelled when the client left")
+	}
+	line := rt.logFor(id)
+	if !strings.HasPrefix(line, "at=error code=client_gone") || field(line, "status") != "499" {
+		t.Errorf("log line %q, want at=error code=client_gone ... status=499", line)
+	}
+}
