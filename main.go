@@ -93,22 +93,63 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, onListen
 		logger.Error("starting", "err", err)
 		return 1
 	}
+	policy := &health.Policy{
+		Fall:          cfg.HealthFall,
+		Rise:          cfg.HealthRise,
+		EjectFor:      cfg.EjectDuration,
+		EjectAfter5xx: cfg.EjectAfter5xx,
+	}
+	primary := health.NewUpstream(cfg.PrimaryURL, health.Primary, 1, policy)
 	replicas := make([]*health.Upstream, len(cfg.Replicas))
 	for i, r := range cfg.Replicas {
-		replicas[i] = health.NewUpstream(r.URL, health.Replica, r.Weight)
+		replicas[i] = health.NewUpstream(r.URL, health.Replica, r.Weight, policy)
+	}
+	logEvent := func(ev health.Event) {
+		level, msg := slog.LevelWarn, "upstream "+ev.Kind
+		if ev.Kind == "up" {
+			level = slog.LevelInfo
+		}
+		attrs := []any{"backend", ev.Upstream.Name, "role", ev.Upstream.Role.String(), "cause", ev.Cause}
+		if ev.For > 0 {
+			attrs = append(attrs, "for", ev.For)
+		}
+		logger.Log(context.Background(), level, msg, attrs...)
 	}
 	rt := router.New(router.Options{
-		Primary:         health.NewUpstream(cfg.PrimaryURL, health.Primary, 1),
-		Replicas:        replicas,
-		Pinner:          pinner,
-		PinTTL:          cfg.PinTTL,
-		Rules:           router.Rules{PrimaryPaths: cfg.PrimaryPaths, ReadPaths: cfg.ReadPaths},
-		UpstreamTimeout: cfg.UpstreamTimeout,
-		ConnectTimeout:  cfg.ConnectTimeout,
-		PreserveHost:    cfg.PreserveHost,
-		Logger:          logger,
+		Primary:          primary,
+		Replicas:         replicas,
+		Pinner:           pinner,
+		PinTTL:           cfg.PinTTL,
+		Rules:            router.Rules{PrimaryPaths: cfg.PrimaryPaths, ReadPaths: cfg.ReadPaths},
+		UpstreamTimeout:  cfg.UpstreamTimeout,
+		ConnectTimeout:   cfg.ConnectTimeout,
+		PreserveHost:     cfg.PreserveHost,
+		Logger:           logger,
+		OnEvent:          logEvent,
+		Balance:          cfg.Balance,
+		ReadShare:        cfg.ReadShare,
+		PrimaryReadLimit: cfg.PrimaryReadLimit,
 	})
 	defer rt.Close()
+
+	checker := health.NewChecker(health.CheckerOptions{
+		Upstreams: append([]*health.Upstream{primary}, replicas...),
+		Path:      cfg.HealthCheckPath,
+		Interval:  cfg.HealthCheckInterval,
+		Timeout:   cfg.HealthCheckTimeout,
+		OnEvent:   logEvent,
+	})
+	checkCtx, stopChecks := context.WithCancel(context.Background())
+	checksDone := make(chan struct{})
+	go func() {
+		checker.Run(checkCtx)
+		close(checksDone)
+	}()
+	// Stop the checks on every way out, and wait for them.
+	defer func() {
+		stopChecks()
+		<-checksDone
+	}()
 
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
 	if err != nil {

@@ -42,6 +42,17 @@ type Config struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" example:"25s"`
 	PreserveHost    bool          `env:"PRESERVE_HOST" envDefault:"false" example:"true"`
 
+	HealthCheckPath     string        `env:"HEALTH_CHECK_PATH" envDefault:"/" example:"/up"`
+	HealthCheckInterval time.Duration `env:"HEALTH_CHECK_INTERVAL" envDefault:"5s" example:"5s"`
+	HealthCheckTimeout  time.Duration `env:"HEALTH_CHECK_TIMEOUT" envDefault:"2s" example:"2s"`
+	HealthFall          int           `env:"HEALTH_FALL" envDefault:"2" example:"2"`
+	HealthRise          int           `env:"HEALTH_RISE" envDefault:"2" example:"2"`
+	EjectDuration       time.Duration `env:"EJECT_DURATION" envDefault:"5s" example:"5s"`
+	EjectAfter5xx       int           `env:"EJECT_AFTER_5XX" envDefault:"0" example:"5"`
+	PrimaryReadLimit    int           `env:"PRIMARY_READ_LIMIT" envDefault:"0" example:"50"`
+	ReadShare           int           `env:"READ_SHARE" envDefault:"100" example:"50"`
+	Balance             string        `env:"BALANCE" envDefault:"round_robin" example:"least_outstanding"`
+
 	// Parsed from the raw fields above by Load.
 	PrimaryURL   *url.URL
 	Replicas     []Replica
@@ -177,6 +188,9 @@ func (c *Config) validate() []string {
 		{"UPSTREAM_TIMEOUT", c.UpstreamTimeout, 0},
 		{"CONNECT_TIMEOUT", c.ConnectTimeout, 0},
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0},
+		{"HEALTH_CHECK_INTERVAL", c.HealthCheckInterval, 0},
+		{"HEALTH_CHECK_TIMEOUT", c.HealthCheckTimeout, 0},
+		{"EJECT_DURATION", c.EjectDuration, 0},
 	}
 	for _, d := range durations {
 		if d.d <= 0 {
@@ -184,6 +198,29 @@ func (c *Config) validate() []string {
 		} else if d.max > 0 && d.d > d.max {
 			bad(d.name, fmt.Sprintf("=%s is longer than the %s maximum", d.d, d.max))
 		}
+	}
+
+	ints := []struct {
+		name     string
+		n        int
+		min, max int
+	}{
+		{"HEALTH_FALL", c.HealthFall, 1, 100},
+		{"HEALTH_RISE", c.HealthRise, 1, 100},
+		{"EJECT_AFTER_5XX", c.EjectAfter5xx, 0, 1000},
+		{"PRIMARY_READ_LIMIT", c.PrimaryReadLimit, 0, 100000},
+		{"READ_SHARE", c.ReadShare, 0, 100},
+	}
+	for _, i := range ints {
+		if i.n < i.min || i.n > i.max {
+			bad(i.name, fmt.Sprintf("=%d is out of range %d-%d", i.n, i.min, i.max))
+		}
+	}
+	if !strings.HasPrefix(c.HealthCheckPath, "/") {
+		bad("HEALTH_CHECK_PATH", fmt.Sprintf("=%q must be a path starting with \"/\"", c.HealthCheckPath))
+	}
+	if c.Balance != "round_robin" && c.Balance != "least_outstanding" {
+		bad("BALANCE", fmt.Sprintf("=%q is neither round_robin nor least_outstanding", c.Balance))
 	}
 
 	if !validCookieName(c.CookieName) {

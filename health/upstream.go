@@ -1,11 +1,13 @@
 // Package health tracks whether each upstream can take requests: active
-// checks, passive ejection on failures, and the state the router reads on
-// every request without taking a lock.
+// checks with rise/fall thresholds (as HAProxy does), passive ejection on
+// connection failures with a growing ejection time (as Envoy does), and the
+// state the router reads on every request without taking a lock.
 package health
 
 import (
 	"net/url"
 	"sync/atomic"
+	"time"
 )
 
 // Role says which side of the split app an upstream is.
@@ -25,8 +27,48 @@ func (r Role) String() string {
 	return "replica"
 }
 
+// Policy holds the thresholds every upstream shares.
+type Policy struct {
+	// Fall is how many consecutive failed checks take an upstream out.
+	// If zero, 2.
+	Fall int
+	// Rise is how many consecutive passed checks bring it back. If zero, 2.
+	Rise int
+	// EjectFor is how long the first passive ejection lasts; each
+	// consecutive one doubles it, up to EjectMax. If zero, 5s.
+	EjectFor time.Duration
+	// EjectMax caps the ejection time. If zero, the larger of 1m and
+	// EjectFor.
+	EjectMax time.Duration
+	// EjectAfter5xx ejects an upstream after that many consecutive 5xx
+	// responses. Zero turns it off.
+	EjectAfter5xx int
+	// Now returns the current time. If nil, time.Now; tests set a fake.
+	Now func() time.Time
+}
+
+func (p *Policy) withDefaults() *Policy {
+	q := *p
+	if q.Fall <= 0 {
+		q.Fall = 2
+	}
+	if q.Rise <= 0 {
+		q.Rise = 2
+	}
+	if q.EjectFor <= 0 {
+		q.EjectFor = 5 * time.Second
+	}
+	if q.EjectMax <= 0 {
+		q.EjectMax = max(time.Minute, q.EjectFor)
+	}
+	if q.Now == nil {
+		q.Now = time.Now
+	}
+	return &q
+}
+
 // Upstream is one backend app and its health. Its methods are safe for
-// concurrent use; reads on the request path are single atomic loads.
+// concurrent use; Available, on every request's path, is atomic loads.
 type Upstream struct {
 	// URL is where requests go.
 	URL *url.URL
@@ -36,16 +78,190 @@ type Upstream struct {
 	// Weight is the upstream's share in weighted round-robin.
 	Weight int
 
-	down atomic.Bool
+	policy *Policy
+
+	// checkedDown is set while active checks hold the upstream out.
+	checkedDown atomic.Bool
+	// ejectedUntil is when a passive ejection ends, in Unix nanoseconds;
+	// zero when not ejected.
+	ejectedUntil atomic.Int64
+	// ejectStreak counts consecutive ejections, for the backoff.
+	ejectStreak atomic.Int32
+	fails       atomic.Int32 // consecutive failed checks
+	passes      atomic.Int32 // consecutive passed checks
+	errors5xx   atomic.Int32 // consecutive 5xx responses
+	inflight    atomic.Int64
+
+	ejections    atomic.Uint64
+	lastError    atomic.Pointer[string]
+	lastCheck    atomic.Int64 // Unix nanoseconds
+	checkLatency atomic.Int64 // nanoseconds
 }
 
-// NewUpstream returns a healthy upstream.
-func NewUpstream(u *url.URL, role Role, weight int) *Upstream {
+// NewUpstream returns an upstream that is available until a check or a
+// failure says otherwise, so a cold start does not send every read to the
+// primary.
+func NewUpstream(u *url.URL, role Role, weight int, policy *Policy) *Upstream {
 	if weight < 1 {
 		weight = 1
 	}
-	return &Upstream{URL: u, Name: u.Host, Role: role, Weight: weight}
+	if policy == nil {
+		policy = &Policy{}
+	}
+	return &Upstream{URL: u, Name: u.Host, Role: role, Weight: weight, policy: policy.withDefaults()}
 }
 
 // Available reports whether the upstream may be sent requests now.
-func (u *Upstream) Available() bool { return !u.down.Load() }
+func (u *Upstream) Available() bool {
+	if u.checkedDown.Load() {
+		return false
+	}
+	until := u.ejectedUntil.Load()
+	if until == 0 {
+		return true
+	}
+	if u.policy.Now().UnixNano() < until {
+		return false
+	}
+	// The ejection is over: clear it once so later calls skip the clock.
+	u.ejectedUntil.CompareAndSwap(until, 0)
+	return true
+}
+
+// Event is a change of an upstream's state, for logs and metrics.
+type Event struct {
+	Upstream *Upstream
+	// Kind is "down" (checks took it out), "up" (checks, or a check after
+	// an ejection, brought it back) or "ejected".
+	Kind string
+	// For is how long an ejection lasts.
+	For time.Duration
+	// Cause is the failure behind the change.
+	Cause string
+}
+
+// RecordCheck applies an active check's result and returns the state change
+// it caused, if any. A passing check also ends an ejection early: the
+// upstream has shown it answers again.
+func (u *Upstream) RecordCheck(passed bool, latency time.Duration, cause string) (Event, bool) {
+	u.lastCheck.Store(u.policy.Now().UnixNano())
+	u.checkLatency.Store(int64(latency))
+	if !passed {
+		u.setLastError(cause)
+		u.passes.Store(0)
+		if int(u.fails.Add(1)) >= u.policy.Fall && u.checkedDown.CompareAndSwap(false, true) {
+			return Event{Upstream: u, Kind: "down", Cause: cause}, true
+		}
+		return Event{}, false
+	}
+	u.fails.Store(0)
+	passes := int(u.passes.Add(1))
+	if u.checkedDown.Load() {
+		if passes >= u.policy.Rise && u.checkedDown.CompareAndSwap(true, false) {
+			u.ejectedUntil.Store(0)
+			u.ejectStreak.Store(0)
+			return Event{Upstream: u, Kind: "up", Cause: "health checks pass"}, true
+		}
+		return Event{}, false
+	}
+	if until := u.ejectedUntil.Load(); until != 0 && u.ejectedUntil.CompareAndSwap(until, 0) {
+		u.ejectStreak.Store(0)
+		if u.policy.Now().UnixNano() < until {
+			return Event{Upstream: u, Kind: "up", Cause: "health check passed during ejection"}, true
+		}
+	}
+	return Event{}, false
+}
+
+// Eject takes the upstream out after a connection failure: for EjectFor,
+// doubling with each consecutive ejection up to EjectMax. A failure while
+// already ejected (a request that started before) does not extend it.
+func (u *Upstream) Eject(cause string) (Event, bool) {
+	u.setLastError(cause)
+	now := u.policy.Now().UnixNano()
+	until := u.ejectedUntil.Load()
+	if until != 0 && now < until {
+		return Event{}, false
+	}
+	streak := u.ejectStreak.Add(1)
+	d := u.policy.EjectFor
+	for i := int32(1); i < streak && d < u.policy.EjectMax; i++ {
+		d *= 2
+	}
+	d = min(d, u.policy.EjectMax)
+	if !u.ejectedUntil.CompareAndSwap(until, now+int64(d)) {
+		return Event{}, false // another request ejected it first
+	}
+	u.ejections.Add(1)
+	u.errors5xx.Store(0)
+	return Event{Upstream: u, Kind: "ejected", For: d, Cause: cause}, true
+}
+
+// RecordResponse notes a response's status: a success resets the ejection
+// backoff; with EjectAfter5xx set, a run of 5xx ejects.
+func (u *Upstream) RecordResponse(status int) (Event, bool) {
+	if status >= 500 {
+		if n := u.policy.EjectAfter5xx; n > 0 && int(u.errors5xx.Add(1)) >= n {
+			return u.Eject("consecutive 5xx responses")
+		}
+		return Event{}, false
+	}
+	// Loads first: on the hot path, skip the stores (and the cache-line
+	// traffic) when there is nothing to reset.
+	if u.errors5xx.Load() != 0 {
+		u.errors5xx.Store(0)
+	}
+	if u.ejectStreak.Load() != 0 {
+		u.ejectStreak.Store(0)
+	}
+	return Event{}, false
+}
+
+func (u *Upstream) setLastError(cause string) { u.lastError.Store(&cause) }
+
+// Begin and End count requests in flight, for least-outstanding selection
+// and the status page.
+func (u *Upstream) Begin() { u.inflight.Add(1) }
+
+// End marks a request begun with Begin as done.
+func (u *Upstream) End() { u.inflight.Add(-1) }
+
+// Inflight returns the requests in flight.
+func (u *Upstream) Inflight() int64 { return u.inflight.Load() }
+
+// Snapshot is an upstream's state at one moment, for status pages.
+type Snapshot struct {
+	Name         string
+	Role         string
+	Available    bool
+	CheckedDown  bool
+	EjectedUntil time.Time // zero when not ejected
+	Ejections    uint64
+	LastError    string
+	LastCheck    time.Time // zero before the first check
+	CheckLatency time.Duration
+	Inflight     int64
+}
+
+// Snapshot returns the upstream's state.
+func (u *Upstream) Snapshot() Snapshot {
+	s := Snapshot{
+		Name:         u.Name,
+		Role:         u.Role.String(),
+		Available:    u.Available(),
+		CheckedDown:  u.checkedDown.Load(),
+		Ejections:    u.ejections.Load(),
+		CheckLatency: time.Duration(u.checkLatency.Load()),
+		Inflight:     u.inflight.Load(),
+	}
+	if until := u.ejectedUntil.Load(); until != 0 && u.policy.Now().UnixNano() < until {
+		s.EjectedUntil = time.Unix(0, until)
+	}
+	if e := u.lastError.Load(); e != nil {
+		s.LastError = *e
+	}
+	if t := u.lastCheck.Load(); t != 0 {
+		s.LastCheck = time.Unix(0, t)
+	}
+	return s
+}

@@ -7,8 +7,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/splitapp/router/health"
 )
 
 // secret is the COOKIE_SECRET the tests' routers share.
@@ -192,35 +195,84 @@ func (p *routerProc) waitExit(timeout time.Duration) int {
 	}
 }
 
-// upstream is a real HTTP server that records what it received and answers
-// with X-Served-By naming it.
+// upstream is a real HTTP server on 127.0.0.1 that records what it
+// received and answers with X-Served-By naming it. It can crash and come
+// back on the same address.
 type upstream struct {
-	*httptest.Server
+	URL  string
+	addr string
 	name string
 
 	mu       sync.Mutex
+	srv      *http.Server
 	requests []*http.Request
 	handler  http.HandlerFunc
+	// checks answers the router's health checks, which are not recorded.
+	checks http.HandlerFunc
 }
 
 func newUpstream(t *testing.T, name string) *upstream {
 	t.Helper()
 	u := &upstream{name: name}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.addr = ln.Addr().String()
+	u.URL = "http://" + u.addr
+	u.serve(ln)
+	t.Cleanup(u.crash)
+	return u
+}
+
+func (u *upstream) serve(ln net.Listener) {
+	srv := &http.Server{Handler: http.HandlerFunc(u.ServeHTTP), ErrorLog: log.New(io.Discard, "", 0)}
+	u.mu.Lock()
+	u.srv = srv
+	u.mu.Unlock()
+	go srv.Serve(ln)
+}
+
+// crash closes the listener and every connection at once, as a dyno that
+// dies does.
+func (u *upstream) crash() {
+	u.mu.Lock()
+	srv := u.srv
+	u.mu.Unlock()
+	srv.Close()
+}
+
+// restart serves again on the same address.
+func (u *upstream) restart(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", u.addr)
+	if err != nil {
+		t.Fatalf("restarting %s on %s: %v", u.name, u.addr, err)
+	}
+	u.serve(ln)
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Served-By", u.name)
+	if r.UserAgent() == health.UserAgent {
 		u.mu.Lock()
-		u.requests = append(u.requests, r.Clone(context.Background()))
-		h := u.handler
+		h := u.checks
 		u.mu.Unlock()
-		w.Header().Set("X-Served-By", name)
 		if h != nil {
 			h(w, r)
-			return
 		}
-		io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "%s %s %s\n", name, r.Method, r.URL.Path)
-	}))
-	t.Cleanup(u.Close)
-	return u
+		return
+	}
+	u.mu.Lock()
+	u.requests = append(u.requests, r.Clone(context.Background()))
+	h := u.handler
+	u.mu.Unlock()
+	if h != nil {
+		h(w, r)
+		return
+	}
+	io.Copy(io.Discard, r.Body)
+	fmt.Fprintf(w, "%s %s %s\n", u.name, r.Method, r.URL.Path)
 }
 
 // handle replaces the upstream's answer.
@@ -228,6 +280,13 @@ func (u *upstream) handle(h http.HandlerFunc) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.handler = h
+}
+
+// handleChecks replaces the answer to health checks (by default 200).
+func (u *upstream) handleChecks(h http.HandlerFunc) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.checks = h
 }
 
 // received returns the requests that carried the given X-Request-Id.

@@ -216,23 +216,44 @@ func peakRSSKB(t *testing.T, pid int) int {
 func TestUpstreamTimeout(t *testing.T) {
 	t.Parallel()
 	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
-	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+	hang := func(w http.ResponseWriter, r *http.Request) {
+		// Reading the body lets the server notice the router hanging up.
+		io.Copy(io.Discard, r.Body)
 		select {
 		case <-r.Context().Done():
 		case <-time.After(10 * time.Second):
 		}
-	})
+	}
+	primary.handle(hang)
+	replica.handle(hang)
 	env := baseEnv(primary, replica)
 	env["UPSTREAM_TIMEOUT"] = "200ms"
+	// Keep timed-out upstreams in rotation: this test is about the timeout.
+	env["EJECT_DURATION"] = "1ms"
 	rt := startRouter(t, env)
-	resp, body, id := do(t, "GET", rt.URL+"/slow", nil, nil)
+
+	// A write is sent once and answered 504.
+	resp, body, id := do(t, "POST", rt.URL+"/slow", strings.NewReader("x"), nil)
 	if resp.StatusCode != http.StatusGatewayTimeout {
-		t.Errorf("slow upstream: status %d, want 504", resp.StatusCode)
+		t.Errorf("slow primary: status %d, want 504", resp.StatusCode)
+	}
+	if n := len(primary.received(id)); n != 1 {
+		t.Errorf("the timed-out write reached the primary %d times, want 1", n)
+	}
+	line := rt.logFor(id)
+	if !strings.HasPrefix(line, "at=error code=upstream_timeout") {
+		t.Errorf("log line %q, want at=error code=upstream_timeout", line)
+	}
+
+	// A read is retried on the primary, which is just as slow: 504.
+	resp, body, id = do(t, "GET", rt.URL+"/slow", nil, nil)
+	line = rt.logFor(id)
+	if resp.StatusCode != http.StatusGatewayTimeout || field(line, "retries") != "1" {
+		t.Errorf("slow read everywhere: status %d, log %q; want 504 after 1 retry", resp.StatusCode, line)
 	}
 	if !strings.Contains(body, id) {
 		t.Errorf("error body %q does not name the request id %s", body, id)
 	}
-	line := rt.logFor(id)
 	if !strings.HasPrefix(line, "at=error code=upstream_timeout") || field(line, "status") != "504" {
 		t.Errorf("log line %q, want at=error code=upstream_timeout ... status=504", line)
 	}

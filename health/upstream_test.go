@@ -1,0 +1,172 @@
+package health
+
+import (
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newTestUpstream(p Policy) (*Upstream, *fakeClock) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	p.Now = clock.Now
+	return NewUpstream(&url.URL{Scheme: "http", Host: "ro.example.com"}, Replica, 1, &p), clock
+}
+
+func TestFallAndRise(t *testing.T) {
+	t.Parallel()
+	u, _ := newTestUpstream(Policy{Fall: 2, Rise: 3})
+	if !u.Available() {
+		t.Fatal("a new upstream must be available before its first check")
+	}
+	steps := []struct {
+		passed    bool
+		wantAvail bool
+		wantEvent string
+	}{
+		{false, true, ""},
+		{false, false, "down"},
+		{false, false, ""},
+		{true, false, ""},
+		{true, false, ""},
+		{false, false, ""}, // a failure resets the rise count
+		{true, false, ""},
+		{true, false, ""},
+		{true, true, "up"},
+		{true, true, ""},
+		{false, true, ""},
+		{true, true, ""}, // a pass resets the fall count
+		{false, true, ""},
+		{false, false, "down"},
+	}
+	for i, s := range steps {
+		ev, changed := u.RecordCheck(s.passed, time.Millisecond, "status 503")
+		gotEvent := ""
+		if changed {
+			gotEvent = ev.Kind
+		}
+		if gotEvent != s.wantEvent || u.Available() != s.wantAvail {
+			t.Fatalf("step %d (passed=%v): event %q available %v, want %q %v", i, s.passed, gotEvent, u.Available(), s.wantEvent, s.wantAvail)
+		}
+	}
+	if snap := u.Snapshot(); !snap.CheckedDown || snap.LastError != "status 503" || snap.LastCheck.IsZero() {
+		t.Errorf("snapshot = %+v", snap)
+	}
+}
+
+func TestEjectionBackoff(t *testing.T) {
+	t.Parallel()
+	u, clock := newTestUpstream(Policy{EjectFor: time.Second, EjectMax: 5 * time.Second})
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second} {
+		ev, changed := u.Eject("connection refused")
+		if !changed || ev.Kind != "ejected" || ev.For != want {
+			t.Fatalf("ejection %d: %+v changed=%v, want ejected for %s", i+1, ev, changed, want)
+		}
+		if u.Available() {
+			t.Fatalf("ejection %d: still available", i+1)
+		}
+		if _, again := u.Eject("another in-flight failure"); again {
+			t.Fatalf("ejection %d was extended by a failure during it", i+1)
+		}
+		clock.Advance(want - time.Millisecond)
+		if u.Available() {
+			t.Fatalf("ejection %d ended early", i+1)
+		}
+		clock.Advance(time.Millisecond)
+		if !u.Available() {
+			t.Fatalf("ejection %d did not end after %s", i+1, want)
+		}
+	}
+	u.RecordResponse(200)
+	if ev, _ := u.Eject("refused"); ev.For != time.Second {
+		t.Errorf("after a success the ejection lasts %s, want the base 1s", ev.For)
+	}
+	if got := u.Snapshot().Ejections; got != 6 {
+		t.Errorf("ejections = %d, want 6", got)
+	}
+}
+
+func TestPassingCheckReadmitsEjected(t *testing.T) {
+	t.Parallel()
+	u, _ := newTestUpstream(Policy{EjectFor: time.Hour})
+	u.Eject("reset")
+	if u.Available() {
+		t.Fatal("ejected upstream available")
+	}
+	ev, changed := u.RecordCheck(true, time.Millisecond, "")
+	if !changed || ev.Kind != "up" || !u.Available() {
+		t.Errorf("a passing check during ejection: %+v changed=%v available=%v, want re-admitted", ev, changed, u.Available())
+	}
+}
+
+func TestEjectAfter5xx(t *testing.T) {
+	t.Parallel()
+	u, _ := newTestUpstream(Policy{EjectAfter5xx: 3})
+	u.RecordResponse(500)
+	u.RecordResponse(502)
+	u.RecordResponse(200) // breaks the run
+	u.RecordResponse(500)
+	u.RecordResponse(503)
+	if !u.Available() {
+		t.Fatal("ejected before 3 consecutive 5xx")
+	}
+	if ev, changed := u.RecordResponse(500); !changed || ev.Kind != "ejected" || u.Available() {
+		t.Errorf("third consecutive 5xx: %+v changed=%v, want ejected", ev, changed)
+	}
+
+	off, _ := newTestUpstream(Policy{})
+	for range 100 {
+		off.RecordResponse(500)
+	}
+	if !off.Available() {
+		t.Error("5xx ejected an upstream with EjectAfter5xx off")
+	}
+}
+
+func TestConcurrentEjectFiresOnce(t *testing.T) {
+	t.Parallel()
+	u, _ := newTestUpstream(Policy{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	events := 0
+	for range 50 {
+		wg.Go(func() {
+			if _, changed := u.Eject("refused"); changed {
+				mu.Lock()
+				events++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if events != 1 {
+		t.Errorf("50 concurrent failures fired %d ejections, want 1", events)
+	}
+}
+
+func BenchmarkAvailable(b *testing.B) {
+	u, _ := newTestUpstream(Policy{})
+	b.ReportAllocs()
+	for b.Loop() {
+		if !u.Available() {
+			b.Fatal("unavailable")
+		}
+	}
+}
