@@ -126,6 +126,16 @@ func TestConfigErrors(t *testing.T) {
 		{"cookie name", map[string]string{"COOKIE_NAME": "pin cookie"}, []string{"COOKIE_NAME", "not a valid cookie name"}},
 		{"primary paths", map[string]string{"PRIMARY_PATHS": "admin/"}, []string{"PRIMARY_PATHS", `must start with "/"`}},
 		{"read paths", map[string]string{"READ_PATHS": "/a*b"}, []string{"READ_PATHS", "whole segment"}},
+		{"health fall", map[string]string{"HEALTH_FALL": "0"}, []string{"HEALTH_FALL=0 is out of range 1-100"}},
+		{"health rise", map[string]string{"HEALTH_RISE": "many"}, []string{`HEALTH_RISE="many" is not a valid whole number`}},
+		{"health path", map[string]string{"HEALTH_CHECK_PATH": "up"}, []string{"HEALTH_CHECK_PATH", `starting with "/"`}},
+		{"health interval", map[string]string{"HEALTH_CHECK_INTERVAL": "0s"}, []string{"HEALTH_CHECK_INTERVAL=0s must be greater than zero"}},
+		{"health timeout", map[string]string{"HEALTH_CHECK_TIMEOUT": "2"}, []string{"HEALTH_CHECK_TIMEOUT"}},
+		{"eject duration", map[string]string{"EJECT_DURATION": "-5s"}, []string{"EJECT_DURATION"}},
+		{"eject after 5xx", map[string]string{"EJECT_AFTER_5XX": "-1"}, []string{"EJECT_AFTER_5XX=-1 is out of range"}},
+		{"read limit", map[string]string{"PRIMARY_READ_LIMIT": "-1"}, []string{"PRIMARY_READ_LIMIT=-1 is out of range"}},
+		{"read share", map[string]string{"READ_SHARE": "150"}, []string{"READ_SHARE=150 is out of range 0-100"}},
+		{"balance", map[string]string{"BALANCE": "random"}, []string{`BALANCE="random" is neither round_robin nor least_outstanding`}},
 		{"two problems at once", map[string]string{"PIN_TTL": "x", "PORT": "-5"}, []string{"PIN_TTL", "PORT"}},
 	}
 	for _, tt := range tests {
