@@ -21,14 +21,20 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/splitapp/router/config"
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/demo"
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/metrics"
 	"github.com/splitapp/router/router"
+	"github.com/splitapp/router/stats"
 )
 
 // demoLag is how far the demo's follower is behind: long enough to see a
@@ -38,11 +44,10 @@ const demoLag = 2 * time.Second
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
-	logger := newLogger(stdout)
+func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := ""
 	if len(args) > 0 {
 		cmd = args[0]
@@ -54,21 +59,32 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stderr, "router: invalid configuration:\n%s\n", indent(err.Error()))
 			return 2
 		}
-		return serve(ctx, cfg, logger, nil)
+		return serve(ctx, cfg, stdout, nil)
 	case "demo":
-		return runDemo(ctx, environ, logger, stdout, stderr)
+		return runDemo(ctx, environ, stdout, stderr)
+	case "stats":
+		return runStats(ctx, args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: router [demo]\n\nWith no argument, router serves as configured by its environment (see README.md).\n\"router demo\" runs it in front of a built-in demo app and needs no configuration.")
+		fmt.Fprintln(stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "router: unknown command %q; usage: router [demo]\n", cmd)
+	fmt.Fprintf(stderr, "router: unknown command %q\n%s\n", cmd, usage)
 	return 2
 }
 
-// newLogger returns the logger for the router's own messages: logfmt with
-// at= first, as Heroku's lines are, and no timestamp (the platform adds one).
-func newLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+const usage = `usage: router [demo | stats]
+
+  router         serve, configured by the environment (see README.md)
+  router demo    serve in front of a built-in demo app; needs no configuration
+  router stats   read routing log lines on stdin and print a summary every few seconds
+                 (heroku logs -t -p web | bin/router stats [-every 5s])`
+
+// newLogger returns the logger for the router's own messages: logfmt (or
+// JSON) with at= first, as Heroku's lines are, and no timestamp (the
+// platform adds one).
+func newLogger(w io.Writer, json bool, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{
+		Level: level,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			switch {
 			case len(groups) > 0:
@@ -79,7 +95,11 @@ func newLogger(w io.Writer) *slog.Logger {
 			}
 			return a
 		},
-	}))
+	}
+	if json {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
@@ -87,7 +107,10 @@ func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ")
 // serve runs the router until ctx is done, then drains in-flight requests
 // for up to SHUTDOWN_TIMEOUT. It calls onListening, if set, once the port is
 // bound and before serving.
-func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, onListening func(port int)) int {
+func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening func(port int)) int {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config.Load
+	logger := newLogger(stdout, cfg.LogFormat == "json", level)
 	pinner, err := cookie.New(cookie.Options{Name: cfg.CookieName, Keys: cfg.CookieKeys})
 	if err != nil {
 		logger.Error("starting", "err", err)
@@ -104,6 +127,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, onListen
 	for i, r := range cfg.Replicas {
 		replicas[i] = health.NewUpstream(r.URL, health.Replica, r.Weight, policy)
 	}
+	upstreams := append([]*health.Upstream{primary}, replicas...)
 	logEvent := func(ev health.Event) {
 		level, msg := slog.LevelWarn, "upstream "+ev.Kind
 		if ev.Kind == "up" {
@@ -115,7 +139,13 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, onListen
 		}
 		logger.Log(context.Background(), level, msg, attrs...)
 	}
-	rt := router.New(router.Options{
+
+	registry := prometheus.NewRegistry()
+	window := stats.NewWindow(5*time.Minute, nil)
+	var rt *router.Router
+	m := metrics.New(registry, metrics.Options{Upstreams: upstreams, Inflight: func() int64 { return rt.Inflight() }})
+	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
+	rt = router.New(router.Options{
 		Primary:          primary,
 		Replicas:         replicas,
 		Pinner:           pinner,
@@ -124,32 +154,58 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, onListen
 		UpstreamTimeout:  cfg.UpstreamTimeout,
 		ConnectTimeout:   cfg.ConnectTimeout,
 		PreserveHost:     cfg.PreserveHost,
+		AccessLog:        stdout,
+		JSONLogs:         cfg.LogFormat == "json",
 		Logger:           logger,
 		OnEvent:          logEvent,
 		Balance:          cfg.Balance,
 		ReadShare:        cfg.ReadShare,
 		PrimaryReadLimit: cfg.PrimaryReadLimit,
+		OnRequest: func(s stats.Sample) {
+			m.Observe(s)
+			window.Add(s)
+		},
+		Admin: router.NewAdmin(router.AdminOptions{
+			Token:     cfg.AdminToken,
+			Metrics:   metricsHandler,
+			Upstreams: upstreams,
+			Window:    window,
+			Started:   time.Now(),
+		}),
 	})
 	defer rt.Close()
 
 	checker := health.NewChecker(health.CheckerOptions{
-		Upstreams: append([]*health.Upstream{primary}, replicas...),
+		Upstreams: upstreams,
 		Path:      cfg.HealthCheckPath,
 		Interval:  cfg.HealthCheckInterval,
 		Timeout:   cfg.HealthCheckTimeout,
 		OnEvent:   logEvent,
+		OnCheck:   m.ObserveCheck,
 	})
-	checkCtx, stopChecks := context.WithCancel(context.Background())
-	checksDone := make(chan struct{})
-	go func() {
-		checker.Run(checkCtx)
-		close(checksDone)
-	}()
-	// Stop the checks on every way out, and wait for them.
+	var background sync.WaitGroup
+	// Stop every background loop on every way out, and wait for them.
+	bgCtx, stopBackground := context.WithCancel(context.Background())
 	defer func() {
-		stopChecks()
-		<-checksDone
+		stopBackground()
+		background.Wait()
 	}()
+	background.Go(func() { checker.Run(bgCtx) })
+
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			logger.Error("cannot listen for metrics", "addr", cfg.MetricsAddr, "err", err)
+			return 1
+		}
+		msrv := &http.Server{Handler: metricsOnly(metricsHandler), ReadHeaderTimeout: 10 * time.Second}
+		logger.Info("serving metrics", "addr", mln.Addr().String())
+		background.Go(func() { msrv.Serve(mln) })
+		background.Go(func() {
+			<-bgCtx.Done()
+			msrv.Close()
+		})
+	}
 
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
 	if err != nil {
@@ -196,9 +252,18 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, onListen
 	return 0
 }
 
+// metricsOnly serves /metrics and /_router/metrics on METRICS_ADDR, a
+// private address where no token is asked for.
+func metricsOnly(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	mux.Handle("GET /_router/metrics", h)
+	return mux
+}
+
 // runDemo starts the demo apps on loopback and serves the router in front of
 // them. Any variable the user did set still applies.
-func runDemo(ctx context.Context, environ []string, logger *slog.Logger, stdout, stderr io.Writer) int {
+func runDemo(ctx context.Context, environ []string, stdout, stderr io.Writer) int {
 	apps, err := demo.Start(demoLag)
 	if err != nil {
 		fmt.Fprintln(stderr, "router:", err)
@@ -217,7 +282,7 @@ func runDemo(ctx context.Context, environ []string, logger *slog.Logger, stdout,
 		fmt.Fprintf(stderr, "router: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2
 	}
-	return serve(ctx, cfg, logger, func(port int) {
+	return serve(ctx, cfg, stdout, func(port int) {
 		base := fmt.Sprintf("http://127.0.0.1:%d", port)
 		fmt.Fprintf(stdout, `
 Demo: the router on %[1]s, in front of a primary app and a read-only app.

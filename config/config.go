@@ -6,6 +6,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -52,6 +54,11 @@ type Config struct {
 	PrimaryReadLimit    int           `env:"PRIMARY_READ_LIMIT" envDefault:"0" example:"50"`
 	ReadShare           int           `env:"READ_SHARE" envDefault:"100" example:"50"`
 	Balance             string        `env:"BALANCE" envDefault:"round_robin" example:"least_outstanding"`
+
+	AdminToken  string `env:"ADMIN_TOKEN" example:"$(openssl rand -hex 24)"`
+	MetricsAddr string `env:"METRICS_ADDR" example:"127.0.0.1:9090"`
+	LogFormat   string `env:"LOG_FORMAT" envDefault:"logfmt" example:"json"`
+	LogLevel    string `env:"LOG_LEVEL" envDefault:"info" example:"warn"`
 
 	// Parsed from the raw fields above by Load.
 	PrimaryURL   *url.URL
@@ -221,6 +228,21 @@ func (c *Config) validate() []string {
 	}
 	if c.Balance != "round_robin" && c.Balance != "least_outstanding" {
 		bad("BALANCE", fmt.Sprintf("=%q is neither round_robin nor least_outstanding", c.Balance))
+	}
+
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		bad("ADMIN_TOKEN", fmt.Sprintf(" is %d bytes; use at least 16 random bytes", len(c.AdminToken)))
+	}
+	if c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+			bad("METRICS_ADDR", fmt.Sprintf("=%q is not host:port", c.MetricsAddr))
+		}
+	}
+	if c.LogFormat != "logfmt" && c.LogFormat != "json" {
+		bad("LOG_FORMAT", fmt.Sprintf("=%q is neither logfmt nor json", c.LogFormat))
+	}
+	if err := new(slog.Level).UnmarshalText([]byte(c.LogLevel)); err != nil {
+		bad("LOG_LEVEL", fmt.Sprintf("=%q is not one of debug, info, warn, error", c.LogLevel))
 	}
 
 	if !validCookieName(c.CookieName) {

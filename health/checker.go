@@ -29,6 +29,8 @@ type CheckerOptions struct {
 	Timeout time.Duration
 	// OnEvent, if set, is called once per state change.
 	OnEvent func(Event)
+	// OnCheck, if set, is told every check's duration.
+	OnCheck func(u *Upstream, took time.Duration)
 	// Transport, if set, sends the checks; tests and TLS settings use it.
 	Transport http.RoundTripper
 }
@@ -94,11 +96,15 @@ func (c *Checker) CheckOnce(ctx context.Context) {
 			if ctx.Err() != nil {
 				return // shutting down: not the upstream's fault
 			}
+			took := time.Since(start)
+			if c.o.OnCheck != nil {
+				c.o.OnCheck(u, took)
+			}
 			cause := ""
 			if err != nil {
 				cause = err.Error()
 			}
-			if ev, changed := u.RecordCheck(err == nil, time.Since(start), cause); changed && c.o.OnEvent != nil {
+			if ev, changed := u.RecordCheck(err == nil, took, cause); changed && c.o.OnEvent != nil {
 				c.o.OnEvent(ev)
 			}
 		})

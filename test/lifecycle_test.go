@@ -169,7 +169,7 @@ func TestConfigErrors(t *testing.T) {
 func TestUnknownCommand(t *testing.T) {
 	t.Parallel()
 	p := launch(t, nil, "serve-please")
-	if code := p.waitExit(10 * time.Second); code != 2 || !strings.Contains(p.Stderr(), "usage: router [demo]") {
+	if code := p.waitExit(10 * time.Second); code != 2 || !strings.Contains(p.Stderr(), "usage: router [demo | stats]") {
 		t.Errorf("exit %d, stderr %q; want 2 and a usage line", code, p.Stderr())
 	}
 }

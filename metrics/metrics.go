@@ -1,0 +1,147 @@
+// Package metrics exports the router's Prometheus metrics. Label values come
+// from small fixed sets (no paths, ids or raw status codes), and the series
+// a request touches are resolved once and cached, so observing a request is
+// a few atomic adds.
+package metrics
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/stats"
+)
+
+var (
+	upstreamNames = [...]string{"primary", "replica", "none"}
+	reasonNames   = [...]string{"read", "write", "pinned", "path_rule", "upgrade", "no_replica", "primary_share", "primary_down", "all_down", "caught_up", "other"}
+	methodNames   = [...]string{"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "other"}
+	classNames    = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+)
+
+func index(names []string, v string) int {
+	for i, n := range names {
+		if n == v {
+			return i
+		}
+	}
+	return len(names) - 1 // "other", or "none" for upstreams
+}
+
+// Metrics holds the router's collectors.
+type Metrics struct {
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	pinsIssued prometheus.Counter
+	retries    prometheus.Counter
+	checks     *prometheus.HistogramVec
+
+	// byLabels caches requests' children: [upstream][reason][method][class].
+	byLabels [len(upstreamNames)][len(reasonNames)][len(methodNames)][len(classNames)]atomic.Pointer[prometheus.Counter]
+	// durationBy caches duration's children by upstream.
+	durationBy [len(upstreamNames)]prometheus.Observer
+	checksBy   map[*health.Upstream]prometheus.Observer
+}
+
+// Options configures New.
+type Options struct {
+	Upstreams []*health.Upstream
+	// Inflight returns the requests the router is serving now.
+	Inflight func() int64
+}
+
+// New registers the router's metrics, and the Go and process collectors,
+// on reg.
+func New(reg prometheus.Registerer, o Options) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "router_requests_total",
+			Help: "Requests routed, by upstream role, routing reason, method and status class.",
+		}, []string{"upstream", "reason", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "router_request_duration_seconds",
+			Help:    "Time from receiving a request to the end of its response, upstream time included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"upstream"}),
+		pinsIssued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "router_pins_issued_total",
+			Help: "Pins set on responses: clients sent to the primary for their next reads.",
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "router_retries_total",
+			Help: "Reads tried again on another upstream after a failed attempt.",
+		}),
+		checks: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "router_health_check_duration_seconds",
+			Help:    "Duration of active health checks.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"backend"}),
+		checksBy: map[*health.Upstream]prometheus.Observer{},
+	}
+	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.retries, m.checks,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if o.Inflight != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "router_inflight_requests",
+			Help: "Requests being served now.",
+		}, func() float64 { return float64(o.Inflight()) }))
+	}
+	for i, name := range upstreamNames {
+		m.durationBy[i] = m.duration.WithLabelValues(name)
+	}
+	for _, u := range o.Upstreams {
+		labels := prometheus.Labels{"backend": u.Name, "role": u.Role.String()}
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name:        "router_upstream_up",
+				Help:        "1 while the upstream takes requests, 0 while checks or an ejection hold it out.",
+				ConstLabels: labels,
+			}, func() float64 {
+				if u.Available() {
+					return 1
+				}
+				return 0
+			}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name:        "router_ejections_total",
+				Help:        "Times the upstream was ejected after failed requests.",
+				ConstLabels: prometheus.Labels{"backend": u.Name},
+			}, func() float64 { return float64(u.Snapshot().Ejections) }),
+		)
+		m.checksBy[u] = m.checks.WithLabelValues(u.Name)
+	}
+	return m
+}
+
+// Observe records a finished request.
+func (m *Metrics) Observe(s stats.Sample) {
+	u := index(upstreamNames[:], s.Upstream)
+	r := index(reasonNames[:], s.Reason)
+	meth := index(methodNames[:], s.Method)
+	class := min(max(s.Status/100-1, 0), len(classNames)-1)
+	slot := &m.byLabels[u][r][meth][class]
+	c := slot.Load()
+	if c == nil {
+		counter := m.requests.WithLabelValues(upstreamNames[u], reasonNames[r], methodNames[meth], classNames[class])
+		c = &counter
+		slot.Store(c)
+	}
+	(*c).Inc()
+	m.durationBy[u].Observe(s.Service.Seconds())
+	if s.PinIssued {
+		m.pinsIssued.Inc()
+	}
+	if s.Retries > 0 {
+		m.retries.Add(float64(s.Retries))
+	}
+}
+
+// ObserveCheck records an active health check's duration.
+func (m *Metrics) ObserveCheck(u *health.Upstream, d time.Duration) {
+	if o := m.checksBy[u]; o != nil {
+		o.Observe(d.Seconds())
+	}
+}
