@@ -135,7 +135,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		}
 		attrs := []any{"backend", ev.Upstream.Name, "role", ev.Upstream.Role.String(), "cause", ev.Cause}
 		if ev.For > 0 {
-			attrs = append(attrs, "for", ev.For)
+			attrs = append(attrs, "for", ev.For.String())
 		}
 		logger.Log(context.Background(), level, msg, attrs...)
 	}
@@ -223,7 +223,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		IdleTimeout: 100 * time.Second,
 		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
-	logger.Info("listening", "port", port, "primary", cfg.PrimaryURL.Host, "replicas", len(replicas), "pin_ttl", cfg.PinTTL)
+	logger.Info("listening", "port", port, "primary", cfg.PrimaryURL.Host, "replicas", len(replicas), "pin_ttl", cfg.PinTTL.String())
 	if onListening != nil {
 		onListening(port)
 	}
@@ -236,7 +236,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		return 1
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	// Shutdown closes the listener at once, so new connections are refused,

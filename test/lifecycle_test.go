@@ -136,6 +136,10 @@ func TestConfigErrors(t *testing.T) {
 		{"read limit", map[string]string{"PRIMARY_READ_LIMIT": "-1"}, []string{"PRIMARY_READ_LIMIT=-1 is out of range"}},
 		{"read share", map[string]string{"READ_SHARE": "150"}, []string{"READ_SHARE=150 is out of range 0-100"}},
 		{"balance", map[string]string{"BALANCE": "random"}, []string{`BALANCE="random" is neither round_robin nor least_outstanding`}},
+		{"admin token", map[string]string{"ADMIN_TOKEN": "short"}, []string{"ADMIN_TOKEN is 5 bytes"}},
+		{"metrics addr", map[string]string{"METRICS_ADDR": "9090"}, []string{`METRICS_ADDR="9090" is not host:port`}},
+		{"log format", map[string]string{"LOG_FORMAT": "xml"}, []string{`LOG_FORMAT="xml" is neither logfmt nor json`}},
+		{"log level", map[string]string{"LOG_LEVEL": "loud"}, []string{`LOG_LEVEL="loud" is not one of debug, info, warn, error`}},
 		{"two problems at once", map[string]string{"PIN_TTL": "x", "PORT": "-5"}, []string{"PIN_TTL", "PORT"}},
 	}
 	for _, tt := range tests {

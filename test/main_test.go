@@ -59,7 +59,7 @@ type routerProc struct {
 	exited chan struct{}
 }
 
-var listeningRE = regexp.MustCompile(`msg=listening port=(\d+)`)
+var listeningRE = regexp.MustCompile(`"?msg"?[=:]"?listening"?[ ,]"?port"?[=:](\d+)`)
 
 // startRouter runs the binary with env (PORT=0 unless given) and waits until
 // it listens. The process is killed when the test ends.
@@ -168,7 +168,7 @@ func (p *routerProc) waitLog(pattern string, timeout time.Duration) (string, boo
 // logFor returns the access log line of the request with the given id.
 func (p *routerProc) logFor(requestID string) string {
 	p.t.Helper()
-	line, ok := p.waitLog(`request_id=`+regexp.QuoteMeta(requestID)+` `, 5*time.Second)
+	line, ok := p.waitLog(`request_id(=|":")`+regexp.QuoteMeta(requestID)+`[ "]`, 5*time.Second)
 	if !ok {
 		p.t.Fatalf("no log line for request_id=%s", requestID)
 	}
