@@ -27,6 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/splitapp/router/config"
 	"github.com/splitapp/router/cookie"
@@ -146,21 +147,22 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 	m := metrics.New(registry, metrics.Options{Upstreams: upstreams, Inflight: func() int64 { return rt.Inflight() }})
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
 	rt = router.New(router.Options{
-		Primary:          primary,
-		Replicas:         replicas,
-		Pinner:           pinner,
-		PinTTL:           cfg.PinTTL,
-		Rules:            router.Rules{PrimaryPaths: cfg.PrimaryPaths, ReadPaths: cfg.ReadPaths},
-		UpstreamTimeout:  cfg.UpstreamTimeout,
-		ConnectTimeout:   cfg.ConnectTimeout,
-		PreserveHost:     cfg.PreserveHost,
-		AccessLog:        stdout,
-		JSONLogs:         cfg.LogFormat == "json",
-		Logger:           logger,
-		OnEvent:          logEvent,
-		Balance:          cfg.Balance,
-		ReadShare:        cfg.ReadShare,
-		PrimaryReadLimit: cfg.PrimaryReadLimit,
+		Primary:               primary,
+		Replicas:              replicas,
+		Pinner:                pinner,
+		PinTTL:                cfg.PinTTL,
+		Rules:                 router.Rules{PrimaryPaths: cfg.PrimaryPaths, ReadPaths: cfg.ReadPaths},
+		UpstreamTimeout:       cfg.UpstreamTimeout,
+		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
+		ConnectTimeout:        cfg.ConnectTimeout,
+		PreserveHost:          cfg.PreserveHost,
+		AccessLog:             stdout,
+		JSONLogs:              cfg.LogFormat == "json",
+		Logger:                logger,
+		OnEvent:               logEvent,
+		Balance:               cfg.Balance,
+		ReadShare:             cfg.ReadShare,
+		PrimaryReadLimit:      cfg.PrimaryReadLimit,
 		OnRequest: func(s stats.Sample) {
 			m.Observe(s)
 			window.Add(s)
@@ -182,6 +184,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		Timeout:   cfg.HealthCheckTimeout,
 		OnEvent:   logEvent,
 		OnCheck:   m.ObserveCheck,
+		Transport: health.NewTransport(cfg.HealthCheckTimeout, cfg.HealthCheckInterval, cfg.TLSInsecureSkipVerify),
 	})
 	var background sync.WaitGroup
 	// Stop every background loop on every way out, and wait for them.
@@ -213,11 +216,17 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		return 1
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
+	// Beyond MAX_CONNECTIONS, new connections wait in the kernel's accept
+	// queue instead of each costing the router memory.
+	ln = netutil.LimitListener(ln, cfg.MaxConnections)
 	srv := &http.Server{
 		Handler: rt,
 		// Heroku's router has already read the request; a client that
-		// trickles headers is not one of ours.
-		ReadHeaderTimeout: 10 * time.Second,
+		// trickles headers (slowloris) is cut off.
+		ReadHeaderTimeout: cfg.RequestHeaderTimeout,
+		// A request head larger than this gets 431 from net/http; the
+		// router checks single lines against Heroku's 8 KB itself.
+		MaxHeaderBytes: router.MaxHeaderBlock,
 		// Heroku's router keeps idle connections to a dyno for 90 s; closing
 		// them sooner races its reuse and shows up as H13/H18 errors.
 		IdleTimeout: 100 * time.Second,

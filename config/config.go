@@ -43,6 +43,10 @@ type Config struct {
 	ConnectTimeout  time.Duration `env:"CONNECT_TIMEOUT" envDefault:"5s" example:"5s"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" example:"25s"`
 	PreserveHost    bool          `env:"PRESERVE_HOST" envDefault:"false" example:"true"`
+	// TLSInsecureSkipVerify turns off certificate checks on HTTPS upstreams.
+	TLSInsecureSkipVerify bool          `env:"UPSTREAM_TLS_INSECURE_SKIP_VERIFY" envDefault:"false" example:"false"`
+	MaxConnections        int           `env:"MAX_CONNECTIONS" envDefault:"10000" example:"10000"`
+	RequestHeaderTimeout  time.Duration `env:"REQUEST_HEADER_TIMEOUT" envDefault:"10s" example:"10s"`
 
 	HealthCheckPath     string        `env:"HEALTH_CHECK_PATH" envDefault:"/" example:"/up"`
 	HealthCheckInterval time.Duration `env:"HEALTH_CHECK_INTERVAL" envDefault:"5s" example:"5s"`
@@ -198,6 +202,7 @@ func (c *Config) validate() []string {
 		{"HEALTH_CHECK_INTERVAL", c.HealthCheckInterval, 0},
 		{"HEALTH_CHECK_TIMEOUT", c.HealthCheckTimeout, 0},
 		{"EJECT_DURATION", c.EjectDuration, 0},
+		{"REQUEST_HEADER_TIMEOUT", c.RequestHeaderTimeout, 0},
 	}
 	for _, d := range durations {
 		if d.d <= 0 {
@@ -217,6 +222,7 @@ func (c *Config) validate() []string {
 		{"EJECT_AFTER_5XX", c.EjectAfter5xx, 0, 1000},
 		{"PRIMARY_READ_LIMIT", c.PrimaryReadLimit, 0, 100000},
 		{"READ_SHARE", c.ReadShare, 0, 100},
+		{"MAX_CONNECTIONS", c.MaxConnections, 1, 1000000},
 	}
 	for _, i := range ints {
 		if i.n < i.min || i.n > i.max {

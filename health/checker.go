@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -54,19 +55,28 @@ func NewChecker(o CheckerOptions) *Checker {
 		o.Timeout = 2 * time.Second
 	}
 	if o.Transport == nil {
-		o.Transport = &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: o.Timeout}).DialContext,
-			TLSHandshakeTimeout: o.Timeout,
-			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:     2 * o.Interval,
-		}
+		o.Transport = NewTransport(o.Timeout, o.Interval, false)
 	}
 	return &Checker{o: o, client: &http.Client{
 		Transport: o.Transport,
 		// A redirect is an answer: 3xx passes without following it.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
+}
+
+// NewTransport returns the transport checks use: its own small pool, so a
+// proxy pool full of stuck connections cannot delay a check.
+// insecureSkipVerify turns off certificate checks, as
+// UPSTREAM_TLS_INSECURE_SKIP_VERIFY does for requests.
+func NewTransport(timeout, interval time.Duration, insecureSkipVerify bool) *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: timeout}).DialContext,
+		TLSHandshakeTimeout: timeout,
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: insecureSkipVerify},
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     2 * interval,
+	}
 }
 
 // Run checks every upstream at once, then again every jittered Interval,

@@ -129,7 +129,9 @@ func TestReplicaCrashAndRecovery(t *testing.T) {
 	// Recovery: within HEALTH_RISE x interval plus one interval (2 x 300ms
 	// + 300ms), with the checker's ±10% jitter on each.
 	seen := a.count()
-	a.restart(t)
+	if err := a.restart(); err != nil {
+		t.Fatal(err)
+	}
 	restarted := time.Now()
 	recovered := false
 	for time.Since(restarted) < 5*time.Second {

@@ -140,6 +140,9 @@ func TestConfigErrors(t *testing.T) {
 		{"metrics addr", map[string]string{"METRICS_ADDR": "9090"}, []string{`METRICS_ADDR="9090" is not host:port`}},
 		{"log format", map[string]string{"LOG_FORMAT": "xml"}, []string{`LOG_FORMAT="xml" is neither logfmt nor json`}},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, []string{`LOG_LEVEL="loud" is not one of debug, info, warn, error`}},
+		{"max connections", map[string]string{"MAX_CONNECTIONS": "0"}, []string{"MAX_CONNECTIONS=0 is out of range"}},
+		{"header timeout", map[string]string{"REQUEST_HEADER_TIMEOUT": "never"}, []string{`REQUEST_HEADER_TIMEOUT="never"`}},
+		{"tls skip verify", map[string]string{"UPSTREAM_TLS_INSECURE_SKIP_VERIFY": "maybe"}, []string{`UPSTREAM_TLS_INSECURE_SKIP_VERIFY="maybe" is not a valid boolean`}},
 		{"two problems at once", map[string]string{"PIN_TTL": "x", "PORT": "-5"}, []string{"PIN_TTL", "PORT"}},
 	}
 	for _, tt := range tests {

@@ -243,13 +243,13 @@ func (u *upstream) crash() {
 }
 
 // restart serves again on the same address.
-func (u *upstream) restart(t *testing.T) {
-	t.Helper()
+func (u *upstream) restart() error {
 	ln, err := net.Listen("tcp", u.addr)
 	if err != nil {
-		t.Fatalf("restarting %s on %s: %v", u.name, u.addr, err)
+		return fmt.Errorf("restarting %s on %s: %w", u.name, u.addr, err)
 	}
 	u.serve(ln)
+	return nil
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -15,3 +15,21 @@ fi
 
 export ROUTER_REQUIRE_BROWSER=1
 go test -race -count=1 ./...
+
+# Each fuzz target for a few seconds beyond its committed seed corpus
+# (FUZZTIME=10m for a long run).
+fuzztime=${FUZZTIME:-5s}
+for target in cookie:FuzzVerify pathrule:FuzzMatch config:FuzzParseReplicas \
+	router:FuzzLogValue router:FuzzJSONString router:FuzzRequestID; do
+	pkg=${target%%:*}
+	name=${target#*:}
+	if ! out=$(go test -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" "./$pkg" 2>&1); then
+		echo "$out"
+		exit 1
+	fi
+	echo "$out" | tail -n 1
+done
+
+# The soak test runs alone, so its load does not disturb the timing of the
+# fault tests above (SOAK_DURATION=10m for a long run).
+SOAK_DURATION=${SOAK_DURATION:-2m} go test -count=1 -run '^TestSoak$' -v ./test | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|soak' 
