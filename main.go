@@ -34,6 +34,7 @@ import (
 	"github.com/splitapp/router/demo"
 	"github.com/splitapp/router/health"
 	"github.com/splitapp/router/metrics"
+	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/router"
 	"github.com/splitapp/router/stats"
 )
@@ -122,6 +123,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		Rise:          cfg.HealthRise,
 		EjectFor:      cfg.EjectDuration,
 		EjectAfter5xx: cfg.EjectAfter5xx,
+		MaxLag:        cfg.MaxReplicaLag,
 	}
 	primary := health.NewUpstream(cfg.PrimaryURL, health.Primary, 1, policy)
 	replicas := make([]*health.Upstream, len(cfg.Replicas))
@@ -131,7 +133,8 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 	upstreams := append([]*health.Upstream{primary}, replicas...)
 	logEvent := func(ev health.Event) {
 		level, msg := slog.LevelWarn, "upstream "+ev.Kind
-		if ev.Kind == "up" {
+		switch ev.Kind {
+		case "up", "caught up", "replication known":
 			level = slog.LevelInfo
 		}
 		attrs := []any{"backend", ev.Upstream.Name, "role", ev.Upstream.Role.String(), "cause", ev.Cause}
@@ -144,7 +147,57 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 	registry := prometheus.NewRegistry()
 	window := stats.NewWindow(5*time.Minute, nil)
 	var rt *router.Router
-	m := metrics.New(registry, metrics.Options{Upstreams: upstreams, Inflight: func() int64 { return rt.Inflight() }})
+	m := metrics.New(registry, metrics.Options{
+		Upstreams:   upstreams,
+		Inflight:    func() int64 { return rt.Inflight() },
+		Replication: cfg.PrimaryDatabaseURL != "",
+	})
+	var background sync.WaitGroup
+	// Stop every background loop on every way out, and wait for them.
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	defer func() {
+		stopBackground()
+		background.Wait()
+	}()
+	var currentLSN func(context.Context) (uint64, error)
+	if cfg.PrimaryDatabaseURL != "" {
+		primaryDB, err := replication.NewPrimary(cfg.PrimaryDatabaseURL)
+		if err != nil {
+			logger.Error("cannot use PRIMARY_DATABASE_URL", "err", err)
+			return 1
+		}
+		defer primaryDB.Close()
+		currentLSN = primaryDB.CurrentLSN
+		// One poll per distinct follower; one URL may serve every replica.
+		var followerURLs []string
+		followerOf := make([]int, len(replicas))
+		seen := map[string]int{}
+		for i := range replicas {
+			u := cfg.FollowerURL(i)
+			if _, ok := seen[u]; !ok {
+				seen[u] = len(followerURLs)
+				followerURLs = append(followerURLs, u)
+			}
+			followerOf[i] = seen[u]
+		}
+		poller := replication.NewPoller(replication.PollerOptions{
+			PrimaryURL:   cfg.PrimaryDatabaseURL,
+			FollowerURLs: followerURLs,
+			Interval:     cfg.LagPollInterval,
+			History:      max(5*time.Minute, 2*cfg.MaxReplicaLag),
+			OnPosition: func(follower int, pos replication.Position) {
+				for i, f := range followerOf {
+					if f != follower {
+						continue
+					}
+					if ev, changed := replicas[i].RecordReplication(pos.Replayed, pos.Lag, pos.LagBytes, pos.Err); changed {
+						logEvent(ev)
+					}
+				}
+			},
+		})
+		background.Go(func() { poller.Run(bgCtx) })
+	}
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
 	rt = router.New(router.Options{
 		Primary:               primary,
@@ -163,6 +216,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		Balance:               cfg.Balance,
 		ReadShare:             cfg.ReadShare,
 		PrimaryReadLimit:      cfg.PrimaryReadLimit,
+		LSN:                   currentLSN,
 		OnRequest: func(s stats.Sample) {
 			m.Observe(s)
 			window.Add(s)
@@ -186,13 +240,6 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		OnCheck:   m.ObserveCheck,
 		Transport: health.NewTransport(cfg.HealthCheckTimeout, cfg.HealthCheckInterval, cfg.TLSInsecureSkipVerify),
 	})
-	var background sync.WaitGroup
-	// Stop every background loop on every way out, and wait for them.
-	bgCtx, stopBackground := context.WithCancel(context.Background())
-	defer func() {
-		stopBackground()
-		background.Wait()
-	}()
 	background.Go(func() { checker.Run(bgCtx) })
 
 	if cfg.MetricsAddr != "" {

@@ -59,6 +59,11 @@ type Config struct {
 	ReadShare           int           `env:"READ_SHARE" envDefault:"100" example:"50"`
 	Balance             string        `env:"BALANCE" envDefault:"round_robin" example:"least_outstanding"`
 
+	PrimaryDatabaseURL  string        `env:"PRIMARY_DATABASE_URL" example:"postgres://user:pass@host:5432/db"`
+	ReplicaDatabaseURLs []string      `env:"REPLICA_DATABASE_URLS" example:"postgres://user:pass@follower-host:5432/db"`
+	LagPollInterval     time.Duration `env:"LAG_POLL_INTERVAL" envDefault:"100ms" example:"100ms"`
+	MaxReplicaLag       time.Duration `env:"MAX_REPLICA_LAG" envDefault:"0s" example:"30s"`
+
 	AdminToken  string `env:"ADMIN_TOKEN" example:"$(openssl rand -hex 24)"`
 	MetricsAddr string `env:"METRICS_ADDR" example:"127.0.0.1:9090"`
 	LogFormat   string `env:"LOG_FORMAT" envDefault:"logfmt" example:"json"`
@@ -236,6 +241,8 @@ func (c *Config) validate() []string {
 		bad("BALANCE", fmt.Sprintf("=%q is neither round_robin nor least_outstanding", c.Balance))
 	}
 
+	problems = append(problems, c.validateDatabases()...)
+
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		bad("ADMIN_TOKEN", fmt.Sprintf(" is %d bytes; use at least 16 random bytes", len(c.AdminToken)))
 	}
@@ -316,4 +323,61 @@ func validCookieName(name string) bool {
 	}
 	// http.Cookie.Valid checks the name against RFC 6265's token rule.
 	return (&http.Cookie{Name: name, Value: "x"}).Valid() == nil
+}
+
+// validateDatabases checks the optional replication settings: the primary's
+// and the followers' database URLs go together, one follower URL per
+// REPLICA_URLS entry or one for all.
+func (c *Config) validateDatabases() []string {
+	var problems []string
+	bad := func(name, problem string) {
+		problems = append(problems, name+problem+"; e.g. "+example(name))
+	}
+	var followers []string
+	for _, u := range c.ReplicaDatabaseURLs {
+		if u = strings.TrimSpace(u); u != "" {
+			followers = append(followers, u)
+		}
+	}
+	c.ReplicaDatabaseURLs = followers
+	for _, u := range append([]string{c.PrimaryDatabaseURL}, followers...) {
+		if u != "" && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+			name := "REPLICA_DATABASE_URLS"
+			if u == c.PrimaryDatabaseURL {
+				name = "PRIMARY_DATABASE_URL"
+			}
+			bad(name, " must be postgres:// URLs, as Heroku's DATABASE_URL")
+		}
+	}
+	switch {
+	case c.PrimaryDatabaseURL == "" && len(followers) > 0:
+		bad("PRIMARY_DATABASE_URL", " is required with REPLICA_DATABASE_URLS: lag is measured against the primary")
+	case c.PrimaryDatabaseURL != "" && len(followers) == 0:
+		bad("REPLICA_DATABASE_URLS", " is required with PRIMARY_DATABASE_URL: the followers' positions release pins")
+	case len(followers) > 1 && len(followers) != len(c.Replicas):
+		bad("REPLICA_DATABASE_URLS", fmt.Sprintf(" has %d URLs for %d REPLICA_URLS; give one per replica, in order, or one for all", len(followers), len(c.Replicas)))
+	case len(followers) > 0 && len(c.Replicas) == 0:
+		bad("REPLICA_URLS", " is empty, so REPLICA_DATABASE_URLS has no replica to describe")
+	}
+	if c.LagPollInterval <= 0 {
+		bad("LAG_POLL_INTERVAL", fmt.Sprintf("=%s must be greater than zero", c.LagPollInterval))
+	}
+	if c.MaxReplicaLag < 0 {
+		bad("MAX_REPLICA_LAG", fmt.Sprintf("=%s must not be negative (0 turns it off)", c.MaxReplicaLag))
+	} else if c.MaxReplicaLag > 0 && len(followers) == 0 {
+		bad("MAX_REPLICA_LAG", " needs PRIMARY_DATABASE_URL and REPLICA_DATABASE_URLS to measure lag")
+	}
+	return problems
+}
+
+// FollowerURL returns the database URL of the follower behind replica i,
+// or "" when followers are not configured.
+func (c *Config) FollowerURL(i int) string {
+	switch len(c.ReplicaDatabaseURLs) {
+	case 0:
+		return ""
+	case 1:
+		return c.ReplicaDatabaseURLs[0]
+	}
+	return c.ReplicaDatabaseURLs[i]
 }

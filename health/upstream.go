@@ -43,6 +43,9 @@ type Policy struct {
 	// EjectAfter5xx ejects an upstream after that many consecutive 5xx
 	// responses. Zero turns it off.
 	EjectAfter5xx int
+	// MaxLag takes a replica whose follower is further behind out of the
+	// read rotation until it catches up. Zero turns it off.
+	MaxLag time.Duration
 	// Now returns the current time. If nil, time.Now; tests set a fake.
 	Now func() time.Time
 }
@@ -92,6 +95,13 @@ type Upstream struct {
 	errors5xx   atomic.Int32 // consecutive 5xx responses
 	inflight    atomic.Int64
 
+	// Replication state of the follower behind a replica, when known.
+	replayed  atomic.Uint64 // WAL position replayed
+	lagNanos  atomic.Int64
+	lagBytes  atomic.Uint64
+	lagged    atomic.Bool // out of rotation for lag beyond MaxLag
+	pollError atomic.Bool
+
 	ejections    atomic.Uint64
 	lastError    atomic.Pointer[string]
 	lastCheck    atomic.Int64 // Unix nanoseconds
@@ -113,7 +123,7 @@ func NewUpstream(u *url.URL, role Role, weight int, policy *Policy) *Upstream {
 
 // Available reports whether the upstream may be sent requests now.
 func (u *Upstream) Available() bool {
-	if u.checkedDown.Load() {
+	if u.checkedDown.Load() || u.lagged.Load() {
 		return false
 	}
 	until := u.ejectedUntil.Load()
@@ -197,6 +207,50 @@ func (u *Upstream) Eject(cause string) (Event, bool) {
 	return Event{Upstream: u, Kind: "ejected", For: d, Cause: cause}, true
 }
 
+// RecordReplication notes a poll of the follower behind this upstream: how
+// far it has replayed, and how far behind it is. With MaxLag set, crossing
+// it takes the upstream out of rotation, and coming back under it brings it
+// back; each crossing is one Event ("lagging", "caught up"). A failed poll
+// (err set) changes nothing but is reported once per run of failures.
+func (u *Upstream) RecordReplication(replayed uint64, lag time.Duration, lagBytes uint64, err error) (Event, bool) {
+	if err != nil {
+		// The follower may be restarting, and may come back having lost
+		// replay it had not flushed: no pin is released to it until a poll
+		// says again how far it is.
+		u.replayed.Store(0)
+		u.setLastError("replication poll: " + err.Error())
+		if u.pollError.CompareAndSwap(false, true) {
+			return Event{Upstream: u, Kind: "replication unknown", Cause: err.Error()}, true
+		}
+		return Event{}, false
+	}
+	polledAgain := u.pollError.CompareAndSwap(true, false)
+	u.replayed.Store(replayed)
+	u.lagNanos.Store(int64(lag))
+	u.lagBytes.Store(lagBytes)
+	if max := u.policy.MaxLag; max > 0 {
+		if lag > max && u.lagged.CompareAndSwap(false, true) {
+			return Event{Upstream: u, Kind: "lagging", Cause: "replication lag " + lag.Round(time.Millisecond).String() + " over MAX_REPLICA_LAG"}, true
+		}
+		if lag <= max && u.lagged.CompareAndSwap(true, false) {
+			return Event{Upstream: u, Kind: "caught up", Cause: "replication lag " + lag.Round(time.Millisecond).String()}, true
+		}
+	}
+	if polledAgain {
+		return Event{Upstream: u, Kind: "replication known", Cause: "follower answers again"}, true
+	}
+	return Event{}, false
+}
+
+// Replayed returns the WAL position the follower behind this upstream is
+// known to have replayed; zero when unknown.
+func (u *Upstream) Replayed() uint64 { return u.replayed.Load() }
+
+// Lag returns the follower's last measured lag, in time and WAL bytes.
+func (u *Upstream) Lag() (time.Duration, uint64) {
+	return time.Duration(u.lagNanos.Load()), u.lagBytes.Load()
+}
+
 // RecordResponse notes a response's status: a success resets the ejection
 // backoff; with EjectAfter5xx set, a run of 5xx ejects.
 func (u *Upstream) RecordResponse(status int) (Event, bool) {
@@ -241,6 +295,9 @@ type Snapshot struct {
 	LastCheck    time.Time // zero before the first check
 	CheckLatency time.Duration
 	Inflight     int64
+	Lagging      bool
+	Lag          time.Duration
+	Replayed     uint64
 }
 
 // Snapshot returns the upstream's state.
@@ -253,6 +310,9 @@ func (u *Upstream) Snapshot() Snapshot {
 		Ejections:    u.ejections.Load(),
 		CheckLatency: time.Duration(u.checkLatency.Load()),
 		Inflight:     u.inflight.Load(),
+		Lagging:      u.lagged.Load(),
+		Lag:          time.Duration(u.lagNanos.Load()),
+		Replayed:     u.replayed.Load(),
 	}
 	if until := u.ejectedUntil.Load(); until != 0 && u.policy.Now().UnixNano() < until {
 		s.EjectedUntil = time.Unix(0, until)

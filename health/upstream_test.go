@@ -1,6 +1,7 @@
 package health
 
 import (
+	"errors"
 	"net/url"
 	"sync"
 	"testing"
@@ -170,3 +171,49 @@ func BenchmarkAvailable(b *testing.B) {
 		}
 	}
 }
+
+func TestLagEjection(t *testing.T) {
+	t.Parallel()
+	u, _ := newTestUpstream(Policy{MaxLag: time.Second})
+	steps := []struct {
+		lag       time.Duration
+		err       error
+		wantAvail bool
+		wantEvent string
+	}{
+		{100 * time.Millisecond, nil, true, ""},
+		{2 * time.Second, nil, false, "lagging"},
+		{3 * time.Second, nil, false, ""},
+		{0, errPoll, false, "replication unknown"}, // unknown keeps the last verdict
+		{0, errPoll, false, ""},
+		{900 * time.Millisecond, nil, true, "caught up"},
+		{0, errPoll, true, "replication unknown"},
+		{0, nil, true, "replication known"},
+	}
+	for i, s := range steps {
+		ev, changed := u.RecordReplication(uint64(100+i), s.lag, 0, s.err)
+		got := ""
+		if changed {
+			got = ev.Kind
+		}
+		if got != s.wantEvent || u.Available() != s.wantAvail {
+			t.Fatalf("step %d: event %q available %v, want %q %v", i, got, u.Available(), s.wantEvent, s.wantAvail)
+		}
+	}
+}
+
+func TestFailedPollForgetsReplayPosition(t *testing.T) {
+	t.Parallel()
+	u, _ := newTestUpstream(Policy{})
+	u.RecordReplication(500, 0, 0, nil)
+	u.RecordReplication(0, 0, 0, errPoll)
+	if got := u.Replayed(); got != 0 {
+		t.Errorf("Replayed after a failed poll = %d, want 0 (unknown)", got)
+	}
+	u.RecordReplication(300, 0, 0, nil) // a restarted follower that lost some replay
+	if got := u.Replayed(); got != 300 {
+		t.Errorf("Replayed = %d, want what the follower says now, 300", got)
+	}
+}
+
+var errPoll = errors.New("connection refused")

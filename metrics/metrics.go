@@ -17,7 +17,7 @@ import (
 
 var (
 	upstreamNames = [...]string{"primary", "replica", "none"}
-	reasonNames   = [...]string{"read", "write", "pinned", "path_rule", "upgrade", "no_replica", "primary_share", "primary_down", "all_down", "caught_up", "other"}
+	reasonNames   = [...]string{"read", "write", "pinned", "path_rule", "upgrade", "no_replica", "primary_share", "primary_down", "all_down", "caught_up", "replay", "other"}
 	methodNames   = [...]string{"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "other"}
 	classNames    = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 )
@@ -37,6 +37,8 @@ type Metrics struct {
 	duration   *prometheus.HistogramVec
 	pinsIssued prometheus.Counter
 	retries    prometheus.Counter
+	released   prometheus.Counter
+	replays    prometheus.Counter
 	checks     *prometheus.HistogramVec
 
 	// byLabels caches requests' children: [upstream][reason][method][class].
@@ -51,6 +53,8 @@ type Options struct {
 	Upstreams []*health.Upstream
 	// Inflight returns the requests the router is serving now.
 	Inflight func() int64
+	// Replication adds the replicas' lag gauges.
+	Replication bool
 }
 
 // New registers the router's metrics, and the Go and process collectors,
@@ -74,6 +78,14 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 			Name: "router_retries_total",
 			Help: "Reads tried again on another upstream after a failed attempt.",
 		}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "router_pins_released_early_total",
+			Help: "Pinned reads served by a follower that had replayed the client's write, before the pin's TTL.",
+		}),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "router_replays_total",
+			Help: "Reads a read-only app handed back with X-Router-Replay, replayed on the primary.",
+		}),
 		checks: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "router_health_check_duration_seconds",
 			Help:    "Duration of active health checks.",
@@ -81,7 +93,7 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 		}, []string{"backend"}),
 		checksBy: map[*health.Upstream]prometheus.Observer{},
 	}
-	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.retries, m.checks,
+	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.retries, m.released, m.replays, m.checks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Inflight != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -112,6 +124,21 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 			}, func() float64 { return float64(u.Snapshot().Ejections) }),
 		)
 		m.checksBy[u] = m.checks.WithLabelValues(u.Name)
+		if u.Role == health.Replica && o.Replication {
+			backend := prometheus.Labels{"backend": u.Name}
+			reg.MustRegister(
+				prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name:        "router_replica_lag_seconds",
+					Help:        "How far the follower behind the replica is behind the primary, in time.",
+					ConstLabels: backend,
+				}, func() float64 { lag, _ := u.Lag(); return lag.Seconds() }),
+				prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name:        "router_replica_lag_bytes",
+					Help:        "WAL the follower behind the replica has yet to replay.",
+					ConstLabels: backend,
+				}, func() float64 { _, b := u.Lag(); return float64(b) }),
+			)
+		}
 	}
 	return m
 }
@@ -136,6 +163,12 @@ func (m *Metrics) Observe(s stats.Sample) {
 	}
 	if s.Retries > 0 {
 		m.retries.Add(float64(s.Retries))
+	}
+	switch s.Reason {
+	case "caught_up":
+		m.released.Inc()
+	case "replay":
+		m.replays.Inc()
 	}
 }
 
