@@ -143,6 +143,12 @@ func TestConfigErrors(t *testing.T) {
 		{"max connections", map[string]string{"MAX_CONNECTIONS": "0"}, []string{"MAX_CONNECTIONS=0 is out of range"}},
 		{"header timeout", map[string]string{"REQUEST_HEADER_TIMEOUT": "never"}, []string{`REQUEST_HEADER_TIMEOUT="never"`}},
 		{"tls skip verify", map[string]string{"UPSTREAM_TLS_INSECURE_SKIP_VERIFY": "maybe"}, []string{`UPSTREAM_TLS_INSECURE_SKIP_VERIFY="maybe" is not a valid boolean`}},
+		{"follower without primary db", map[string]string{"REPLICA_URLS": "http://a.example.com", "REPLICA_DATABASE_URLS": "postgres://f/db"}, []string{"PRIMARY_DATABASE_URL is required with REPLICA_DATABASE_URLS"}},
+		{"primary db without followers", map[string]string{"PRIMARY_DATABASE_URL": "postgres://p/db"}, []string{"REPLICA_DATABASE_URLS is required with PRIMARY_DATABASE_URL"}},
+		{"database url scheme", map[string]string{"REPLICA_URLS": "http://a.example.com", "PRIMARY_DATABASE_URL": "mysql://p/db", "REPLICA_DATABASE_URLS": "postgres://f/db"}, []string{"PRIMARY_DATABASE_URL must be postgres:// URLs"}},
+		{"follower count", map[string]string{"REPLICA_URLS": "http://a.example.com,http://b.example.com,http://c.example.com", "PRIMARY_DATABASE_URL": "postgres://p/db", "REPLICA_DATABASE_URLS": "postgres://f1/db,postgres://f2/db"}, []string{"REPLICA_DATABASE_URLS has 2 URLs for 3 REPLICA_URLS"}},
+		{"lag without databases", map[string]string{"MAX_REPLICA_LAG": "30s"}, []string{"MAX_REPLICA_LAG needs PRIMARY_DATABASE_URL"}},
+		{"lag poll interval", map[string]string{"LAG_POLL_INTERVAL": "0s"}, []string{"LAG_POLL_INTERVAL=0s must be greater than zero"}},
 		{"two problems at once", map[string]string{"PIN_TTL": "x", "PORT": "-5"}, []string{"PIN_TTL", "PORT"}},
 	}
 	for _, tt := range tests {

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Runs every test of the router: unit tests, end-to-end tests against the
-# real binary (including the status page in headless Chromium), with the
-# race detector. Installs what the tests need when it is missing.
+# real binary (the status page in headless Chromium, consistency against a
+# real Postgres primary and standby), fuzz targets briefly, and the soak
+# test, with the race detector. Installs what the tests need when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1; then
-	echo "test/run.sh: installing chromium for the status page test"
+# Debian packages the end-to-end tests use: Chromium renders the status
+# page; PostgreSQL runs a real primary and streaming standby.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "test/run.sh: installing ${missing[*]}"
 	sudo=""
 	[ "$(id -u)" -ne 0 ] && sudo="sudo"
 	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-export ROUTER_REQUIRE_BROWSER=1
+export ROUTER_REQUIRE_BROWSER=1 ROUTER_REQUIRE_POSTGRES=1
 go test -race -count=1 ./...
 
 # Each fuzz target for a few seconds beyond its committed seed corpus
