@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ import (
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/demo"
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/logwriter"
 	"github.com/splitapp/router/metrics"
 	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/router"
@@ -44,6 +46,7 @@ import (
 const demoLag = 2 * time.Second
 
 func main() {
+	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr))
@@ -81,6 +84,39 @@ const usage = `usage: router [demo | stats]
   router stats   read routing log lines on stdin and print a summary every few seconds
                  (heroku logs -t -p web | bin/router stats [-every 5s])`
 
+// tuneGC sets the garbage collector's defaults for a proxy, unless GOGC or
+// GOMEMLIMIT say otherwise. Each request leaves short-lived garbage and the
+// live heap is small, so collecting at 200% growth instead of 100% halves
+// GC work (measured: 0.37x to 0.43x HAProxy's throughput at c64) for about
+// 10 MB more memory. Inside a memory-limited container (a dyno), a soft
+// limit at 75% of it makes the collector work harder before the kernel
+// would kill the process.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if limit := cgroupMemoryLimit(); limit > 0 {
+			debug.SetMemoryLimit(limit / 4 * 3)
+		}
+	}
+}
+
+// cgroupMemoryLimit returns the container's memory limit in bytes, or 0.
+func cgroupMemoryLimit() int64 {
+	for _, path := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err == nil && n > 0 && n < 1<<50 {
+			return n
+		}
+	}
+	return 0
+}
+
 // newLogger returns the logger for the router's own messages: logfmt (or
 // JSON) with at= first, as Heroku's lines are, and no timestamp (the
 // platform adds one).
@@ -112,6 +148,12 @@ func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ")
 func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening func(port int)) int {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config.Load
+	// Request lines and the router's own messages share one batching
+	// writer: one write system call per batch, not per request, and the
+	// lines keep their order.
+	logOut := logwriter.New(stdout, logwriter.Options{})
+	defer logOut.Close()
+	stdout = logOut
 	logger := newLogger(stdout, cfg.LogFormat == "json", level)
 	pinner, err := cookie.New(cookie.Options{Name: cfg.CookieName, Keys: cfg.CookieKeys})
 	if err != nil {
@@ -131,6 +173,14 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		replicas[i] = health.NewUpstream(r.URL, health.Replica, r.Weight, policy)
 	}
 	upstreams := append([]*health.Upstream{primary}, replicas...)
+	// Names label logs and metrics; two upstreams on one host (an app listed
+	// twice, or the primary and a replica behind one address) get "#2", "#3".
+	seenNames := map[string]int{}
+	for _, u := range upstreams {
+		if seenNames[u.Name]++; seenNames[u.Name] > 1 {
+			u.Name += "#" + strconv.Itoa(seenNames[u.Name])
+		}
+	}
 	logEvent := func(ev health.Event) {
 		level, msg := slog.LevelWarn, "upstream "+ev.Kind
 		switch ev.Kind {

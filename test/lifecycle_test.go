@@ -226,3 +226,24 @@ func TestDemo(t *testing.T) {
 		t.Errorf("empty note: %d %q, want 400 from the primary", resp.StatusCode, body)
 	}
 }
+
+// TestSameHostTwice starts a router whose primary and replicas share one
+// address, as benchmarks and small setups do.
+func TestSameHostTwice(t *testing.T) {
+	t.Parallel()
+	app := newUpstream(t, "app")
+	env := baseEnv(app, app, app)
+	env["ADMIN_TOKEN"] = adminToken
+	rt := startRouter(t, env)
+	m := scrape(t, rt.URL+"/_router/metrics")
+	host := strings.TrimPrefix(app.URL, "http://")
+	for _, key := range []string{
+		`router_upstream_up{backend="` + host + `",role="primary"}`,
+		`router_upstream_up{backend="` + host + `#2",role="replica"}`,
+		`router_upstream_up{backend="` + host + `#3",role="replica"}`,
+	} {
+		if m[key] != 1 {
+			t.Errorf("%s = %v, want 1", key, m[key])
+		}
+	}
+}

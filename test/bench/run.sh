@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Benchmarks the router against the bare upstream and, where installed,
+# HAProxy and nginx, on loopback: wrk in interleaved rounds (ratios are taken
+# within a round, which cancels part of a noisy machine's drift), then a
+# fixed-rate run for the latency the router adds.
+#
+#   bash test/bench/run.sh                 # about 3 minutes
+#   ROUNDS=5 DURATION=4 CONNS="64 256" RATE=2000 bash test/bench/run.sh
+#
+# Layout on 2+ cores: wrk on CPU 1; router, proxies and upstream on CPU 0.
+# The router runs with every feature on: request logs (to a file), metrics,
+# status counters, pin checks and health checks.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-4}
+CONNS=${CONNS:-"64 256"}
+RATE=${RATE:-2000}
+work=$(mktemp -d /tmp/router-bench.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! command -v wrk >/dev/null; then
+	sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+	$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+fi
+proxy_cpu="" wrk_cpu=""
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+	proxy_cpu="taskset -c 0" wrk_cpu="taskset -c 1"
+fi
+
+go build -o "$work/router" .
+go build -o "$work/upstream" ./test/bench/upstream
+go build -o "$work/fixedrate" ./test/bench/fixedrate
+
+start() { # name port cmd...
+	local name=$1 port=$2; shift 2
+	$proxy_cpu "$@" >"$work/$name.log" 2>&1 &
+	pids+=($!)
+	eval "pid_$name=$!"
+	for _ in $(seq 100); do
+		curl -fs -o /dev/null "http://127.0.0.1:$port/" && return 0
+		sleep 0.1
+	done
+	echo "bench: $name did not come up on port $port" >&2
+	cat "$work/$name.log" >&2
+	exit 1
+}
+
+start upstream 18180 "$work/upstream" -addr 127.0.0.1:18180
+targets=(direct router)
+ports=([18180]=direct)
+declare -A port=([direct]=18180 [router]=18181 [haproxy]=18182 [nginx]=18183)
+pid_direct=$pid_upstream
+PORT=18181 PRIMARY_URL=http://127.0.0.1:18180 REPLICA_URLS=http://127.0.0.1:18180 \
+	COOKIE_SECRET=bench-secret-0123456789abcdef0123456789 ADMIN_TOKEN=bench-token-0123456789 \
+	start router 18181 "$work/router"
+
+if command -v haproxy >/dev/null; then
+	cat >"$work/haproxy.cfg" <<CFG
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:18182
+  default_backend b
+backend b
+  server u 127.0.0.1:18180
+CFG
+	start haproxy 18182 haproxy -db -f "$work/haproxy.cfg"
+	targets+=(haproxy)
+fi
+if command -v nginx >/dev/null; then
+	cat >"$work/nginx.conf" <<CFG
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream u { server 127.0.0.1:18180; keepalive 1024; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:18183;
+    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CFG
+	start nginx 18183 nginx -c "$work/nginx.conf" -p "$work"
+	targets+=(nginx)
+fi
+
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# wrk_run target conns seconds -> "rps p50_ms p99_ms cpu_us_per_req"
+wrk_run() {
+	local t=$1 c=$2 d=$3 pid_var="pid_$1" before after out
+	before=$(ticks "${!pid_var}")
+	out=$($wrk_cpu wrk -t1 -c"$c" -d"${d}s" --latency "http://127.0.0.1:${port[$t]}/")
+	after=$(ticks "${!pid_var}")
+	echo "$out" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+		function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
+		/^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+		/^Requests\/sec/ { rps = $2 }
+		/requests in/ { n = $1 }
+		END { printf "%.0f %.3f %.3f %.1f\n", rps, p50, p99, ticks / hz * 1e6 / n }'
+}
+
+echo "bench: targets ${targets[*]}; conns $CONNS; $ROUNDS rounds of ${DURATION}s; $(nproc) CPUs"
+declare -A results
+for c in $CONNS; do
+	for t in "${targets[@]}"; do wrk_run "$t" "$c" 2 >/dev/null; done # warm pools
+	for r in $(seq "$ROUNDS"); do
+		order=("${targets[@]:r % ${#targets[@]}}" "${targets[@]:0:r % ${#targets[@]}}")
+		for t in "${order[@]}"; do
+			results[$c,$t,$r]=$(wrk_run "$t" "$c" "$DURATION")
+		done
+	done
+done
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+ref=direct; [[ " ${targets[*]} " == *" haproxy "* ]] && ref=haproxy
+printf '\n%-6s %-8s %8s %8s %8s %10s %10s %10s %8s\n' conns target rps p50_ms p99_ms cpu_us/req x_direct "x_$ref" rss_MB
+for c in $CONNS; do
+	for t in "${targets[@]}"; do
+		rps=() p50=() p99=() cpu=() vd=() vr=()
+		for r in $(seq "$ROUNDS"); do
+			read -r a b d e <<<"${results[$c,$t,$r]}"
+			read -r da _ _ _ <<<"${results[$c,direct,$r]}"
+			read -r ra _ _ _ <<<"${results[$c,$ref,$r]}"
+			rps+=("$a") p50+=("$b") p99+=("$d") cpu+=("$e")
+			vd+=("$(awk -v x="$a" -v y="$da" 'BEGIN{printf "%.3f", x/y}')")
+			vr+=("$(awk -v x="$a" -v y="$ra" 'BEGIN{printf "%.3f", x/y}')")
+		done
+		pid_var="pid_$t"
+		rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/${!pid_var}/status")
+		printf '%-6s %-8s %8s %8s %8s %10s %10s %10s %8s\n' "c$c" "$t" \
+			"$(printf '%s\n' "${rps[@]}" | median)" "$(printf '%s\n' "${p50[@]}" | median)" \
+			"$(printf '%s\n' "${p99[@]}" | median)" "$(printf '%s\n' "${cpu[@]}" | median)" \
+			"$(printf '%s\n' "${vd[@]}" | median)" "$(printf '%s\n' "${vr[@]}" | median)" "$rss"
+	done
+done
+
+echo
+echo "fixed rate, $RATE req/s for 10 s (latency from each request's due time):"
+for t in direct router direct router; do
+	printf '%-8s ' "$t"
+	$wrk_cpu "$work/fixedrate" -url "http://127.0.0.1:${port[$t]}/" -rate "$RATE" -duration 10s
+done
