@@ -54,7 +54,6 @@ start() { # name port cmd...
 
 start upstream 18180 "$work/upstream" -addr 127.0.0.1:18180
 targets=(direct router)
-ports=([18180]=direct)
 declare -A port=([direct]=18180 [router]=18181 [haproxy]=18182 [nginx]=18183)
 pid_direct=$pid_upstream
 PORT=18181 PRIMARY_URL=http://127.0.0.1:18180 REPLICA_URLS=http://127.0.0.1:18180 \
@@ -102,7 +101,15 @@ CFG
 	targets+=(nginx)
 fi
 
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# ticks sums user and system CPU ticks of a process and its children
+# (nginx's workers).
+ticks() {
+	local total=0 p
+	for p in "$1" $(pgrep -P "$1" || true); do
+		total=$((total + $(awk '{print $14+$15}' "/proc/$p/stat")))
+	done
+	echo "$total"
+}
 # wrk_run target conns seconds -> "rps p50_ms p99_ms cpu_us_per_req"
 wrk_run() {
 	local t=$1 c=$2 d=$3 pid_var="pid_$1" before after out
