@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -163,5 +164,34 @@ func TestAppSteersPins(t *testing.T) {
 		case tt.wantMaxAge != 0 && (pin == nil || pin.MaxAge != tt.wantMaxAge):
 			t.Errorf("%s %s: pin %+v, want Max-Age=%d", tt.method, tt.path, pin, tt.wantMaxAge)
 		}
+	}
+}
+
+// TestDatabaseUnreachableGivesTimePins: when the primary's WAL position
+// cannot be had, writes still succeed and pin by time.
+func TestDatabaseUnreachableGivesTimePins(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	env := baseEnv(primary, replica)
+	dead := fmt.Sprintf("postgres://nobody@127.0.0.1:%d/db?sslmode=disable&connect_timeout=1", freePort(t))
+	env["PRIMARY_DATABASE_URL"] = dead
+	env["REPLICA_DATABASE_URLS"] = dead
+	rt := startRouter(t, env)
+	start := time.Now()
+	resp, _, _ := do(t, "POST", rt.URL+"/items", strings.NewReader("x"), nil)
+	took := time.Since(start)
+	pin := pinCookie(resp)
+	if resp.StatusCode != 200 || pin == nil || resp.Header.Get("X-Router-Pin-Token") != pin.Value {
+		t.Fatalf("write with the database unreachable: %d, pin %v; want 200 with a pin in cookie and header", resp.StatusCode, pin)
+	}
+	if took > 2*time.Second {
+		t.Errorf("the write took %s; the WAL position query must give up after its short bound", took)
+	}
+	resp, _, id := do(t, "GET", rt.URL+"/items", nil, http.Header{"Cookie": {pin.String()}})
+	if resp.Header.Get("X-Served-By") != "primary" || field(rt.logFor(id), "reason") != "pinned" {
+		t.Errorf("read with the time pin: served by %q, want the primary (reason pinned)", resp.Header.Get("X-Served-By"))
+	}
+	if _, ok := rt.waitLog(`msg="upstream replication unknown"`, 5*time.Second); !ok {
+		t.Error("the unreachable follower database was not reported")
 	}
 }
