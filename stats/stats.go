@@ -27,9 +27,6 @@ type Sample struct {
 	Service time.Duration
 }
 
-// Codes are the router's error codes, in the order summaries list them.
-var Codes = codesArray[:]
-
 // Latency buckets grow by 2^(1/4) (19%) from 0.1 ms, reaching beyond
 // 10 minutes: percentiles read from them are within 10% of the truth.
 const (
@@ -72,6 +69,7 @@ type Counter struct {
 	latency                       [nRoles][nBuckets]atomic.Int64
 }
 
+// codesArray lists the router's error codes (the log line's code=).
 var codesArray = [5]string{"upstream_error", "upstream_timeout", "upstream_aborted", "client_gone", "unavailable"}
 
 // Add counts one sample.
