@@ -1,0 +1,111 @@
+package router
+
+import (
+	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/pathrule"
+)
+
+// Reason says why a request went where it did. It appears in the log line as
+// reason= and in metrics.
+type Reason string
+
+const (
+	ReasonPathRule    Reason = "path_rule"     // PRIMARY_PATHS matched
+	ReasonUpgrade     Reason = "upgrade"       // WebSocket and other upgrades hold a connection: primary
+	ReasonWrite       Reason = "write"         // an unsafe method
+	ReasonPinned      Reason = "pinned"        // the client wrote recently
+	ReasonRead        Reason = "read"          // a safe method, served by a replica
+	ReasonNoReplica   Reason = "no_replica"    // a read the primary serves: no replica configured or available
+	ReasonPrimaryDown Reason = "primary_down"  // the primary is unavailable
+	ReasonAllDown     Reason = "all_down"      // nothing can serve the request
+	ReasonShare       Reason = "primary_share" // a read READ_SHARE keeps on the primary
+	ReasonCaughtUp    Reason = "caught_up"     // a pinned read a follower can serve: it has replayed the write
+	ReasonReplay      Reason = "replay"        // a read the read-only app could not serve, replayed on the primary
+)
+
+// Input is everything a routing decision depends on.
+type Input struct {
+	Method string
+	Path   string
+	// Upgrade is set for requests asking to switch protocols (WebSocket).
+	Upgrade bool
+	// Pinned is set when the request carries a valid, unexpired pin.
+	Pinned bool
+	// PrimaryUp and ReplicaUp say whether the primary, and at least one
+	// replica, can take requests now.
+	PrimaryUp bool
+	ReplicaUp bool
+	// PrimaryShare is set for the reads READ_SHARE keeps on the primary.
+	PrimaryShare bool
+	// CaughtUp is set when the pin carries a WAL position and an available
+	// replica's follower has replayed it.
+	CaughtUp bool
+}
+
+// Decision is where a request goes.
+type Decision struct {
+	// Role is the side that serves the request. It is meaningless when
+	// Refuse is set.
+	Role   health.Role
+	Reason Reason
+	// Pin is set when the response should carry a fresh pin: a write.
+	Pin bool
+	// Refuse is set when no upstream can serve the request: answer 503.
+	Refuse bool
+}
+
+// IsSafe reports whether a method only reads (RFC 9110 §9.2.1) for the
+// purpose of routing. TRACE is left out: no app wants it from a replica.
+func IsSafe(method string) bool {
+	return method == "GET" || method == "HEAD" || method == "OPTIONS"
+}
+
+// Rules holds the configured path rules.
+type Rules struct {
+	// PrimaryPaths always go to the primary.
+	PrimaryPaths pathrule.Set
+	// ReadPaths are read-only whatever their method.
+	ReadPaths pathrule.Set
+}
+
+// Decide routes one request. It is a pure function of its input, so every
+// rule is table-tested without a network.
+func (rules Rules) Decide(in Input) Decision {
+	switch {
+	case rules.PrimaryPaths.Match(in.Method, in.Path):
+		return toPrimary(in, ReasonPathRule, false)
+	case rules.ReadPaths.Match(in.Method, in.Path):
+		return read(in)
+	case in.Upgrade:
+		return toPrimary(in, ReasonUpgrade, false)
+	case !IsSafe(in.Method):
+		return toPrimary(in, ReasonWrite, true)
+	}
+	return read(in)
+}
+
+func toPrimary(in Input, reason Reason, pin bool) Decision {
+	if !in.PrimaryUp {
+		return Decision{Reason: ReasonPrimaryDown, Refuse: true}
+	}
+	return Decision{Role: health.Primary, Reason: reason, Pin: pin}
+}
+
+func read(in Input) Decision {
+	switch {
+	case in.Pinned && in.CaughtUp:
+		return Decision{Role: health.Replica, Reason: ReasonCaughtUp}
+	case in.Pinned && in.PrimaryUp:
+		return Decision{Role: health.Primary, Reason: ReasonPinned}
+	case in.Pinned && in.ReplicaUp:
+		// Availability over read-your-writes while the primary is down.
+		return Decision{Role: health.Replica, Reason: ReasonPrimaryDown}
+	case in.ReplicaUp && in.PrimaryShare && in.PrimaryUp:
+		return Decision{Role: health.Primary, Reason: ReasonShare}
+	case in.ReplicaUp:
+		return Decision{Role: health.Replica, Reason: ReasonRead}
+	case in.PrimaryUp:
+		return Decision{Role: health.Primary, Reason: ReasonNoReplica}
+	}
+	return Decision{Reason: ReasonAllDown, Refuse: true}
+}

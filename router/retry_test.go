@@ -1,0 +1,62 @@
+package router
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/splitapp/router/cookie"
+	"github.com/splitapp/router/health"
+)
+
+// TestRetryKeepsCausalReadsCausal checks where a failed read goes next: a
+// read released to a follower that has the client's write must never be
+// retried on a follower that does not.
+func TestRetryKeepsCausalReadsCausal(t *testing.T) {
+	t.Parallel()
+	up := func(host string, role health.Role) *health.Upstream {
+		return health.NewUpstream(&url.URL{Scheme: "http", Host: host}, role, 1, nil)
+	}
+	primary, a, b := up("primary", health.Primary), up("a", health.Replica), up("b", health.Replica)
+	pinner, _ := cookie.New(cookie.Options{Name: "router_pin", Keys: [][]byte{[]byte("0123456789abcdef0123456789abcdef")}})
+	rt := New(Options{Primary: primary, Replicas: []*health.Upstream{a, b}, Pinner: pinner})
+	backendOf := func(u *health.Upstream) *backend {
+		for _, m := range rt.replicas.members {
+			if m.up == u {
+				return m
+			}
+		}
+		return rt.primary
+	}
+	get, _ := http.NewRequest("GET", "/items", nil)
+	a.RecordReplication(500, 0, 0, nil)
+	b.RecordReplication(100, 0, 0, nil)
+
+	ex := &exchange{rt: rt, req: get, pinLSN: 400, backend: backendOf(a), decision: Decision{Role: health.Replica, Reason: ReasonCaughtUp}}
+	if got := rt.retryTarget(ex); got != rt.primary {
+		t.Errorf("caught-up read failed on a: retried on %s, want the primary (b has not replayed the write)", got.up.Name)
+	}
+	b.RecordReplication(450, 0, 0, nil)
+	if got := rt.retryTarget(ex); got != backendOf(b) {
+		t.Errorf("caught-up read failed on a: retried on %s, want b, which has the write", got.up.Name)
+	}
+
+	plain := &exchange{rt: rt, req: get, backend: backendOf(a), decision: Decision{Role: health.Replica, Reason: ReasonRead}}
+	if got := rt.retryTarget(plain); got != backendOf(b) {
+		t.Errorf("plain read failed on a: retried on %s, want b", got.up.Name)
+	}
+	plain.retries = 1
+	if got := rt.retryTarget(plain); got != rt.primary {
+		t.Errorf("second failure: retried on %s, want the primary", got.up.Name)
+	}
+	plain.retries = maxRetries
+	if got := rt.retryTarget(plain); got != nil {
+		t.Errorf("after %d retries: retried on %s, want none", maxRetries, got.up.Name)
+	}
+
+	post, _ := http.NewRequest("POST", "/items", nil)
+	write := &exchange{rt: rt, req: post, backend: rt.primary, decision: Decision{Role: health.Primary, Reason: ReasonWrite}}
+	if got := rt.retryTarget(write); got != nil {
+		t.Errorf("a write was retried on %s", got.up.Name)
+	}
+}

@@ -1,0 +1,404 @@
+// Package router decides where each request of a split app goes — the
+// read-only fleet or the primary — and proxies it there.
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/splitapp/router/cookie"
+	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/stats"
+)
+
+// Options configures a Router.
+type Options struct {
+	Primary  *health.Upstream
+	Replicas []*health.Upstream
+	Pinner   *cookie.Pinner
+	// PinTTL is how long a client stays pinned to the primary after a write.
+	PinTTL time.Duration
+	Rules  Rules
+	// UpstreamTimeout bounds the wait for an upstream's response headers
+	// once the request is sent; then the client gets 504.
+	UpstreamTimeout time.Duration
+	// ConnectTimeout bounds dialling an upstream, TLS handshake included.
+	ConnectTimeout time.Duration
+	// TLSInsecureSkipVerify turns off certificate verification for HTTPS
+	// upstreams. Only for upstreams reached over a private network.
+	TLSInsecureSkipVerify bool
+	// PreserveHost sends the client's Host header upstream instead of the
+	// upstream URL's host.
+	PreserveHost bool
+	// AccessLog receives one logfmt line per proxied request. If nil,
+	// os.Stdout.
+	AccessLog io.Writer
+	// Logger receives the router's own messages. If nil, slog.Default().
+	Logger *slog.Logger
+	// Admin serves paths under /_router/. If nil, only /_router/health
+	// answers.
+	Admin http.Handler
+	// OnEvent, if set, is told of every passive ejection.
+	OnEvent func(health.Event)
+	// OnRequest, if set, is told of every proxied request once it is done;
+	// metrics and the status page count them.
+	OnRequest func(stats.Sample)
+	// JSONLogs writes the access log as JSON objects instead of logfmt.
+	JSONLogs bool
+	// LSN, if set, returns the primary database's current WAL position. It
+	// is asked once per pin issued, and the position goes into the pin, so
+	// a pinned read can go to a follower that has replayed it.
+	LSN func(context.Context) (uint64, error)
+	// Balance is "least_outstanding" to send each read to the replica with
+	// the fewest requests in flight per weight; otherwise weighted
+	// round-robin.
+	Balance string
+	// ReadShare is the percentage of reads sent to replicas while they are
+	// up; the rest go to the primary (reason primary_share). 0 is taken as
+	// 100 only when unset; see ReadShareSet.
+	ReadShare int
+	// PrimaryReadLimit caps concurrent fallback reads on the primary (reads
+	// that would go to a replica if one were up). Zero: no cap.
+	PrimaryReadLimit int
+}
+
+// Router is an http.Handler that splits traffic between the primary and the
+// replicas. It keeps no per-client state: the pin lives in the client's
+// signed cookie, so any number of router processes can run side by side.
+type Router struct {
+	primary   *backend
+	replicas  *replicaPool
+	pinner    *cookie.Pinner
+	pinTTL    time.Duration
+	rules     Rules
+	admin     http.Handler
+	accessLog *accessLog
+	logger    *slog.Logger
+	transport *http.Transport
+	exchanges sync.Pool
+	onEvent   func(health.Event)
+	onRequest func(stats.Sample)
+	lsn       func(context.Context) (uint64, error)
+	inflight  atomic.Int64
+	readShare int
+	// fallbackSlots is a semaphore of PrimaryReadLimit slots; nil when the
+	// spillover guard is off.
+	fallbackSlots chan struct{}
+}
+
+// fallbackWait is how long a fallback read waits for a slot on the primary
+// before it gets 503: long enough to ride out a burst, short enough that
+// clients are not left hanging.
+const fallbackWait = time.Second
+
+// backend is an upstream and the proxy that sends to it.
+type backend struct {
+	up    *health.Upstream
+	proxy *httputil.ReverseProxy
+}
+
+// New returns a Router.
+func New(o Options) *Router {
+	rt := &Router{
+		pinner:    o.Pinner,
+		pinTTL:    o.PinTTL,
+		rules:     o.Rules,
+		admin:     o.Admin,
+		logger:    o.Logger,
+		onEvent:   o.OnEvent,
+		onRequest: o.OnRequest,
+		lsn:       o.LSN,
+		readShare: o.ReadShare,
+	}
+	if rt.onEvent == nil {
+		rt.onEvent = func(health.Event) {}
+	}
+	if rt.onRequest == nil {
+		rt.onRequest = func(stats.Sample) {}
+	}
+	if o.PrimaryReadLimit > 0 {
+		rt.fallbackSlots = make(chan struct{}, o.PrimaryReadLimit)
+	}
+	if rt.logger == nil {
+		rt.logger = slog.Default()
+	}
+	if rt.admin == nil {
+		rt.admin = NewAdmin(AdminOptions{})
+	}
+	w := o.AccessLog
+	if w == nil {
+		w = os.Stdout
+	}
+	rt.accessLog = newAccessLog(w, o.JSONLogs)
+	rt.transport = newTransport(o.ConnectTimeout, o.UpstreamTimeout, o.TLSInsecureSkipVerify)
+	errorLog := slog.NewLogLogger(rt.logger.Handler(), slog.LevelDebug)
+	newBackend := func(up *health.Upstream) *backend {
+		b := &backend{up: up}
+		b.proxy = &httputil.ReverseProxy{
+			Rewrite:      rt.rewriteFor(up, o.PreserveHost),
+			Transport:    rt.transport,
+			BufferPool:   bufferPool{},
+			ErrorHandler: rt.proxyError,
+			ErrorLog:     errorLog,
+		}
+		if up.Role == health.Replica {
+			b.proxy.ModifyResponse = replayToPrimary
+		} else {
+			b.proxy.ModifyResponse = dropReplayHeader
+		}
+		return b
+	}
+	rt.primary = newBackend(o.Primary)
+	members := make([]*backend, len(o.Replicas))
+	for i, up := range o.Replicas {
+		members[i] = newBackend(up)
+	}
+	rt.replicas = newReplicaPool(members, o.Balance == "least_outstanding")
+	return rt
+}
+
+// Inflight returns the proxied requests being served now.
+func (rt *Router) Inflight() int64 { return rt.inflight.Load() }
+
+// Close releases idle upstream connections.
+func (rt *Router) Close() { rt.transport.CloseIdleConnections() }
+
+func newTransport(connectTimeout, upstreamTimeout time.Duration, insecureSkipVerify bool) *http.Transport {
+	return &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: insecureSkipVerify},
+		// The router talks to its upstreams directly; HTTP_PROXY in the
+		// environment must not reroute them.
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   connectTimeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSHandshakeTimeout: connectTimeout,
+		// Every router process keeps many idle connections per upstream so
+		// that bursts do not pay for new TCP and TLS handshakes.
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: upstreamTimeout,
+		ExpectContinueTimeout: time.Second,
+		// Pass the client's Accept-Encoding through untouched.
+		DisableCompression: true,
+	}
+}
+
+// bufferPool lends ReverseProxy 32 KiB copy buffers, so streaming a large
+// body costs one reused buffer, not fresh garbage per request.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+
+// rewriteFor builds the outbound request for one upstream.
+func (rt *Router) rewriteFor(up *health.Upstream, preserveHost bool) func(*httputil.ProxyRequest) {
+	return func(pr *httputil.ProxyRequest) {
+		pr.SetURL(up.URL)
+		if preserveHost {
+			pr.Out.Host = pr.In.Host
+		}
+		// ReverseProxy strips inbound X-Forwarded-* before Rewrite. Behind a
+		// front router (Heroku's) those values are the real client's, so
+		// they are copied back on purpose: For is appended to, Proto, Port
+		// and Host are kept as the front router set them. SetXForwarded
+		// alone would claim the client spoke plain http to us.
+		in := pr.In.Header
+		if v := in["X-Forwarded-For"]; len(v) > 0 {
+			pr.Out.Header["X-Forwarded-For"] = v
+		}
+		pr.SetXForwarded()
+		if v := in["X-Forwarded-Proto"]; len(v) > 0 {
+			pr.Out.Header["X-Forwarded-Proto"] = v
+		}
+		if v := in["X-Forwarded-Host"]; len(v) > 0 {
+			pr.Out.Header["X-Forwarded-Host"] = v
+		}
+		rt.pinner.Strip(pr.Out.Header)
+		pr.Out.Header.Del(PinTokenHeader)
+	}
+}
+
+// ServeHTTP routes and proxies one request.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isAdminPath(r.URL.Path) {
+		rt.admin.ServeHTTP(w, r)
+		return
+	}
+	if status, desc := checkRequest(r); status != 0 {
+		w.Header().Set("Connection", "close")
+		http.Error(w, http.StatusText(status)+": "+desc, status)
+		return
+	}
+	if len(r.TransferEncoding) > 0 {
+		// net/http drops a Content-Length that came with Transfer-Encoding
+		// and reads the body as chunked, then serves whatever follows on the
+		// connection: the shape of request smuggling (RFC 9112 §6.1). The
+		// router cannot see whether both came, so it closes every
+		// connection that carried a chunked request once that request is
+		// answered: nothing pipelined behind it is ever read.
+		w.Header().Set("Connection", "close")
+	}
+	if r.Method == http.MethodConnect {
+		w.Header().Set("Allow", "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE")
+		http.Error(w, "405 Method Not Allowed: the router does not tunnel CONNECT", http.StatusMethodNotAllowed)
+		return
+	}
+	rt.inflight.Add(1)
+	ex := rt.newExchange(w, r)
+	defer rt.finish(ex)
+
+	pin, pinned := rt.pinner.FromRequest(r)
+	if !pinned {
+		pin, pinned = rt.pinner.Verify(r.Header.Get(PinTokenHeader))
+	}
+	ex.pinned, ex.pinLSN = pinned, pin.LSN
+	ex.decision = rt.rules.Decide(Input{
+		Method:       r.Method,
+		Path:         r.URL.Path,
+		Upgrade:      isUpgrade(r.Header),
+		Pinned:       ex.pinned,
+		PrimaryUp:    rt.primary.up.Available(),
+		ReplicaUp:    rt.replicas.anyAvailable(),
+		PrimaryShare: rt.readShare < 100 && rand.IntN(100) >= rt.readShare,
+		CaughtUp:     pin.LSN > 0 && rt.replicas.anyCaughtUp(pin.LSN),
+	})
+	if ex.decision.Refuse {
+		rt.refuse(ex)
+		return
+	}
+	b := rt.primary
+	if ex.decision.Reason == ReasonCaughtUp {
+		if b = rt.replicas.pickCaughtUp(pin.LSN, nil); b == nil {
+			// The follower fell out of rotation since Decide looked.
+			b = rt.primary
+			ex.decision.Role, ex.decision.Reason = health.Primary, ReasonPinned
+		}
+	} else if ex.decision.Role == health.Replica {
+		if b = rt.replicas.pick(nil); b == nil {
+			// The last replica went away since Decide looked.
+			b = rt.primary
+			ex.decision.Role, ex.decision.Reason = health.Primary, ReasonNoReplica
+		}
+	}
+	if b == rt.primary && !b.up.Available() {
+		ex.decision = Decision{Reason: ReasonAllDown, Refuse: true}
+		rt.refuse(ex)
+		return
+	}
+	if ex.decision.Reason == ReasonNoReplica && !rt.admitFallback(ex) {
+		return
+	}
+	if b.up.Role == health.Replica && r.ContentLength > 0 && r.ContentLength <= replayBodyLimit {
+		if !bufferBody(ex) {
+			return
+		}
+	}
+	// A failed attempt may name the next one (see proxyError); the number
+	// of attempts is bounded by retryTarget and by one replay.
+	for attempt := 0; b != nil; attempt++ {
+		if attempt > 0 && ex.req.GetBody != nil {
+			ex.req.Body, _ = ex.req.GetBody()
+		}
+		ex.next = nil
+		rt.attempt(ex, b)
+		b = ex.next
+	}
+}
+
+// attempt sends the request to one backend.
+func (rt *Router) attempt(ex *exchange, b *backend) {
+	ex.backend = b
+	b.up.Begin()
+	defer b.up.End()
+	b.proxy.ServeHTTP(ex, ex.req)
+}
+
+// admitFallback applies the spillover guard to a read that falls back to
+// the primary: when PRIMARY_READ_LIMIT such reads are in flight it waits
+// briefly for a slot, then answers 503. Without replicas configured there is
+// no fallback and no limit. It reports whether the read may go on.
+func (rt *Router) admitFallback(ex *exchange) bool {
+	if rt.fallbackSlots == nil || len(rt.replicas.members) == 0 || ex.holdsSlot {
+		return true
+	}
+	select {
+	case rt.fallbackSlots <- struct{}{}:
+	default:
+		timer := time.NewTimer(fallbackWait)
+		defer timer.Stop()
+		select {
+		case rt.fallbackSlots <- struct{}{}:
+		case <-timer.C:
+			ex.rw.Header().Set("Retry-After", "1")
+			rt.fail(ex, http.StatusServiceUnavailable, codeUnavailable, "primary busy with fallback reads")
+			return false
+		case <-ex.req.Context().Done():
+			ex.status, ex.code, ex.desc = statusClientClosed, codeClientGone, "client left while waiting for the primary"
+			return false
+		}
+	}
+	ex.holdsSlot = true
+	return true
+}
+
+// finish logs the exchange and returns it to the pool. When ReverseProxy
+// aborts a response whose upstream died mid-body, it panics with
+// http.ErrAbortHandler so the server cuts the client's connection; the line
+// is logged as an error and the panic goes on.
+func (rt *Router) finish(ex *exchange) {
+	if ex.holdsSlot {
+		<-rt.fallbackSlots
+	}
+	if v := recover(); v != nil {
+		ex.code, ex.desc = codeUpstreamAborted, "upstream connection ended mid-response; client connection closed"
+		if ex.req.Context().Err() != nil {
+			ex.code, ex.desc = codeClientGone, "client left mid-response"
+		}
+		rt.record(ex)
+		panic(v)
+	}
+	if ex.status == 0 && ex.decision.Reason == ReasonUpgrade && ex.code == "" {
+		// The connection was hijacked for the upgrade; ReverseProxy wrote
+		// the 101 itself.
+		ex.status = http.StatusSwitchingProtocols
+	}
+	rt.record(ex)
+	rt.release(ex)
+}
+
+// record logs a finished exchange and reports it to OnRequest.
+func (rt *Router) record(ex *exchange) {
+	rt.inflight.Add(-1)
+	service := time.Since(ex.start)
+	rt.accessLog.write(ex, service)
+	s := stats.Sample{
+		Method:    ex.req.Method,
+		Upstream:  "none",
+		Reason:    string(ex.decision.Reason),
+		Read:      IsSafe(ex.req.Method),
+		Pinned:    ex.pinned,
+		PinIssued: ex.pinIssued,
+		Status:    ex.status,
+		Code:      ex.code,
+		Retries:   ex.retries,
+		Service:   service,
+	}
+	if ex.backend != nil {
+		s.Upstream = ex.backend.up.Role.String()
+	}
+	rt.onRequest(s)
+}
