@@ -257,7 +257,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		Logger:                logger,
 		OnEvent:               logEvent,
 		Balance:               cfg.Balance,
-		ReadShare:             cfg.ReadShare,
+		PrimaryReadPercent:    100 - cfg.ReadShare,
 		PrimaryReadLimit:      cfg.PrimaryReadLimit,
 		LSN:                   currentLSN,
 		OnRequest: func(s stats.Sample) {

@@ -63,10 +63,10 @@ type Options struct {
 	// the fewest requests in flight per weight; otherwise weighted
 	// round-robin.
 	Balance string
-	// ReadShare is the percentage of reads sent to replicas while they are
-	// up; the rest go to the primary (reason primary_share). 0 is taken as
-	// 100 only when unset; see ReadShareSet.
-	ReadShare int
+	// PrimaryReadPercent is the percentage of reads kept on the primary
+	// while replicas are up (reason primary_share): 100 - READ_SHARE. Zero
+	// sends every read to the replicas.
+	PrimaryReadPercent int
 	// PrimaryReadLimit caps concurrent fallback reads on the primary (reads
 	// that would go to a replica if one were up). Zero: no cap.
 	PrimaryReadLimit int
@@ -76,21 +76,21 @@ type Options struct {
 // replicas. It keeps no per-client state: the pin lives in the client's
 // signed cookie, so any number of router processes can run side by side.
 type Router struct {
-	primary   *backend
-	replicas  *replicaPool
-	pinner    *cookie.Pinner
-	pinTTL    time.Duration
-	rules     Rules
-	admin     http.Handler
-	accessLog *accessLog
-	logger    *slog.Logger
-	transport *http.Transport
-	exchanges sync.Pool
-	onEvent   func(health.Event)
-	onRequest func(stats.Sample)
-	lsn       func(context.Context) (uint64, error)
-	inflight  atomic.Int64
-	readShare int
+	primary            *backend
+	replicas           *replicaPool
+	pinner             *cookie.Pinner
+	pinTTL             time.Duration
+	rules              Rules
+	admin              http.Handler
+	accessLog          *accessLog
+	logger             *slog.Logger
+	transport          *http.Transport
+	exchanges          sync.Pool
+	onEvent            func(health.Event)
+	onRequest          func(stats.Sample)
+	lsn                func(context.Context) (uint64, error)
+	inflight           atomic.Int64
+	primaryReadPercent int
 	// fallbackSlots is a semaphore of PrimaryReadLimit slots; nil when the
 	// spillover guard is off.
 	fallbackSlots chan struct{}
@@ -110,15 +110,15 @@ type backend struct {
 // New returns a Router.
 func New(o Options) *Router {
 	rt := &Router{
-		pinner:    o.Pinner,
-		pinTTL:    o.PinTTL,
-		rules:     o.Rules,
-		admin:     o.Admin,
-		logger:    o.Logger,
-		onEvent:   o.OnEvent,
-		onRequest: o.OnRequest,
-		lsn:       o.LSN,
-		readShare: o.ReadShare,
+		pinner:             o.Pinner,
+		pinTTL:             o.PinTTL,
+		rules:              o.Rules,
+		admin:              o.Admin,
+		logger:             o.Logger,
+		onEvent:            o.OnEvent,
+		onRequest:          o.OnRequest,
+		lsn:                o.LSN,
+		primaryReadPercent: o.PrimaryReadPercent,
 	}
 	if rt.onEvent == nil {
 		rt.onEvent = func(health.Event) {}
@@ -273,7 +273,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Pinned:       ex.pinned,
 		PrimaryUp:    rt.primary.up.Available(),
 		ReplicaUp:    rt.replicas.anyAvailable(),
-		PrimaryShare: rt.readShare < 100 && rand.IntN(100) >= rt.readShare,
+		PrimaryShare: rt.primaryReadPercent > 0 && rand.IntN(100) < rt.primaryReadPercent,
 		CaughtUp:     pin.LSN > 0 && rt.replicas.anyCaughtUp(pin.LSN),
 	})
 	if ex.decision.Refuse {

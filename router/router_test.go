@@ -1,0 +1,101 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/splitapp/router/cookie"
+	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/stats"
+)
+
+// TestConcurrentTraffic runs the whole proxy path in-process under the race
+// detector: reads, writes with pins, pinned reads, replays and retries from
+// many goroutines at once.
+func TestConcurrentTraffic(t *testing.T) {
+	t.Parallel()
+	app := func(name string, replay bool) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			if replay && r.URL.Path == "/touch" {
+				w.Header().Set("X-Router-Replay", "primary")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprint(w, name)
+		}))
+	}
+	primaryApp, replicaApp := app("primary", false), app("replica", true)
+	defer primaryApp.Close()
+	defer replicaApp.Close()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close() // a replica that refuses connections: reads to it are retried
+
+	up := func(raw string, role health.Role) *health.Upstream {
+		u, _ := url.Parse(raw)
+		return health.NewUpstream(u, role, 1, &health.Policy{EjectFor: 1})
+	}
+	pinner, _ := cookie.New(cookie.Options{Name: "router_pin", Keys: [][]byte{[]byte("0123456789abcdef0123456789abcdef")}})
+	var mu sync.Mutex
+	counted := map[string]int{}
+	rt := New(Options{
+		Primary:  up(primaryApp.URL, health.Primary),
+		Replicas: []*health.Upstream{up(replicaApp.URL, health.Replica), up(dead.URL, health.Replica)},
+		Pinner:   pinner,
+		PinTTL:   1e9,
+		LSN:      func(context.Context) (uint64, error) { return 42, nil },
+		OnRequest: func(s stats.Sample) {
+			mu.Lock()
+			counted[s.Reason]++
+			mu.Unlock()
+		},
+		AccessLog: io.Discard,
+	})
+	defer rt.Close()
+	front := httptest.NewServer(rt)
+	defer front.Close()
+
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			client := front.Client()
+			for i := range 40 {
+				var req *http.Request
+				switch i % 4 {
+				case 0:
+					req, _ = http.NewRequest("POST", front.URL+"/items", strings.NewReader("x"))
+				case 1:
+					req, _ = http.NewRequest("GET", front.URL+"/touch", nil)
+				default:
+					req, _ = http.NewRequest("GET", front.URL+"/items", nil)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Errorf("goroutine %d request %d: %v", g, i, err)
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("%s %s: %d %q", req.Method, req.URL.Path, resp.StatusCode, body)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if rt.Inflight() != 0 {
+		t.Errorf("%d requests still counted in flight", rt.Inflight())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if counted["write"] != 80 || counted["replay"] != 80 || counted["read"] != 160 {
+		t.Errorf("reasons counted: %v, want 80 writes, 80 replays, 160 reads", counted)
+	}
+}
