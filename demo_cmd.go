@@ -37,9 +37,9 @@ func runDemo(ctx context.Context, environ []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "router: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2
 	}
-	return serve(ctx, cfg, stdout, func(port int) {
+	return serve(ctx, cfg, stdout, func(port int, out io.Writer) {
 		base := fmt.Sprintf("http://127.0.0.1:%d", port)
-		fmt.Fprintf(stdout, `
+		fmt.Fprintf(out, `
 Demo: the router on %[1]s, in front of a primary app and a read-only app.
 They share a notes store whose follower is %[2]s behind the leader.
 

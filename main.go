@@ -137,8 +137,8 @@ func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ")
 
 // serve runs the router until ctx is done, then drains in-flight requests
 // for up to SHUTDOWN_TIMEOUT. It calls onListening, if set, once the port is
-// bound and before serving.
-func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening func(port int)) int {
+// bound and before serving, with the log output so its text stays in order.
+func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening func(port int, out io.Writer)) int {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config.Load
 	// Request lines and the router's own messages share one batching
@@ -324,7 +324,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 	}
 	logger.Info("listening", "port", port, "primary", cfg.PrimaryURL.Host, "replicas", len(replicas), "pin_ttl", cfg.PinTTL.String())
 	if onListening != nil {
-		onListening(port)
+		onListening(port, stdout)
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
