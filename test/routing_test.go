@@ -155,3 +155,45 @@ func TestConnectIsRefused(t *testing.T) {
 		t.Error("CONNECT reached the primary")
 	}
 }
+
+// TestUpgradeIsProxied carries a WebSocket-style upgrade through to the
+// primary and echoes bytes both ways over the switched connection.
+func TestUpgradeIsProxied(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	primary.handle(func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		buf.Flush()
+		line, _ := buf.ReadString('\n')
+		buf.WriteString("echo: " + line)
+		buf.Flush()
+	})
+	rt := startRouter(t, baseEnv(primary, replica))
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+rt.Port, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Write([]byte("GET /cable HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Request-Id: upgrade-test-0123456789\r\n\r\n"))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %v, %v; want 101", resp, err)
+	}
+	conn.Write([]byte("ping\n"))
+	got, err := br.ReadString('\n')
+	if err != nil || got != "echo: ping\n" {
+		t.Errorf("over the upgraded connection got %q, %v; want the primary's echo", got, err)
+	}
+	conn.Close()
+	line := rt.logFor("upgrade-test-0123456789")
+	if field(line, "status") != "101" || field(line, "reason") != "upgrade" || field(line, "upstream") != "primary" {
+		t.Errorf("log line %q, want status=101 reason=upgrade upstream=primary", line)
+	}
+}
