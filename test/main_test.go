@@ -34,7 +34,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "router")
-	build := exec.Command("go", "build", "-o", binary, "..")
+	args := []string{"build", "-o", binary}
+	if os.Getenv("ROUTER_E2E_RACE") != "" {
+		// The binary itself under the race detector: test/run.sh runs the
+		// fault tests this way; a race fails the test that saw it.
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "..")...)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the router:", err)
@@ -110,6 +116,9 @@ func launch(t *testing.T, env map[string]string, args ...string) *routerProc {
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.exited
+		if strings.Contains(p.Stderr(), "WARNING: DATA RACE") {
+			t.Errorf("the router binary reported a data race:\n%s", p.Stderr())
+		}
 		if t.Failed() {
 			t.Logf("router log:\n%s\nstderr:\n%s", strings.Join(p.Lines(), "\n"), p.Stderr())
 		}

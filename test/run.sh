@@ -22,6 +22,11 @@ fi
 export ROUTER_REQUIRE_BROWSER=1 ROUTER_REQUIRE_POSTGRES=1
 go test -race -count=1 ./...
 
+# The end-to-end fault and consistency tests again, with the router binary
+# itself built with the race detector (the memory-bound tests are left out:
+# the detector multiplies memory).
+ROUTER_E2E_RACE=1 go test -count=1 -run 'TestRouting|TestPin|TestAppSteers|TestReplica|TestHealthPath|TestHung|TestEveryReplica|TestPrimaryDown|TestWrites|TestSpillover|TestLeastOut|TestUpgrade|TestForwarding|TestUpstream|TestClientGone|TestSigterm|TestPostgres|TestMetricsMove|TestStatusJSON|TestDatabaseUnreachable' ./test
+
 # Each fuzz target for a few seconds beyond its committed seed corpus
 # (FUZZTIME=10m for a long run).
 fuzztime=${FUZZTIME:-5s}
