@@ -1,3 +1,6 @@
+// The Heroku Go buildpack installs only the router binary (bin/router), not
+// the benchmark tools under test/.
+// +heroku install .
 module github.com/splitapp/router
 
 go 1.26.8
