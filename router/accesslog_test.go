@@ -2,13 +2,13 @@ package router
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/splitapp/router/stats"
 )
 
 func newRequest(method, target string) *http.Request {
@@ -44,9 +44,9 @@ func TestLogLineCannotBeForged(t *testing.T) {
 		if strings.Contains(line, "\r") {
 			t.Errorf("path %q: raw CR in line %q", p, line)
 		}
-		fields, err := parseLogfmt(strings.TrimSuffix(line, "\n"))
-		if err != nil {
-			t.Fatalf("path %q: line %q does not parse: %v", p, line, err)
+		fields := stats.ParseLogfmt(strings.TrimSuffix(line, "\n"))
+		if fields == nil {
+			t.Fatalf("path %q: line %q does not parse as logfmt with unique keys", p, line)
 		}
 		if fields["path"] != p || fields["status"] != "200" || fields["host"] != "evil host\n" {
 			t.Errorf("path %q: fields read back as path=%q status=%q host=%q", p, fields["path"], fields["status"], fields["host"])
@@ -87,44 +87,6 @@ func FuzzLogValue(f *testing.F) {
 			t.Fatalf("value %q encoded as %q has a bare space", v, out)
 		}
 	})
-}
-
-// parseLogfmt reads a line as a log reader would, failing on a repeated key.
-func parseLogfmt(line string) (map[string]string, error) {
-	fields := map[string]string{}
-	for line != "" {
-		key, rest, ok := strings.Cut(line, "=")
-		if !ok || key == "" || strings.ContainsAny(key, " \"") {
-			return nil, fmt.Errorf("bad key at %q", line)
-		}
-		var val string
-		if strings.HasPrefix(rest, `"`) {
-			end := 1
-			for end < len(rest) && rest[end] != '"' {
-				if rest[end] == '\\' {
-					end++
-				}
-				end++
-			}
-			if end >= len(rest) {
-				return nil, fmt.Errorf("unterminated quote at %q", rest)
-			}
-			var err error
-			if val, err = strconv.Unquote(rest[:end+1]); err != nil {
-				return nil, err
-			}
-			rest = rest[end+1:]
-		} else {
-			val, rest, _ = strings.Cut(rest, " ")
-			rest = " " + rest
-		}
-		if _, dup := fields[key]; dup {
-			return nil, fmt.Errorf("key %q repeated", key)
-		}
-		fields[key] = val
-		line = strings.TrimPrefix(rest, " ")
-	}
-	return fields, nil
 }
 
 func TestJSONLineCannotBeForged(t *testing.T) {

@@ -42,34 +42,16 @@ func interleave(members []*backend) []*backend {
 }
 
 // pick returns the next available replica other than exclude, or nil when
-// none is available. The loop is bounded by the number of slots.
+// none is available.
 func (p *replicaPool) pick(exclude *backend) *backend {
 	if p.leastOutstanding {
 		return p.pickLeastOutstanding(exclude)
 	}
-	n := uint64(len(p.slots))
-	if n == 0 {
-		return nil
-	}
-	start := p.next.Add(1)
-	for i := range n {
-		b := p.slots[(start+i)%n]
-		if b != exclude && b.up.Available() {
-			return b
-		}
-	}
-	return nil
+	return p.pickCaughtUp(0, exclude)
 }
 
 // anyAvailable reports whether some replica can take a read.
-func (p *replicaPool) anyAvailable() bool {
-	for _, b := range p.members {
-		if b.up.Available() {
-			return true
-		}
-	}
-	return false
-}
+func (p *replicaPool) anyAvailable() bool { return p.anyCaughtUp(0) }
 
 // pickLeastOutstanding scans every member once, starting at a rotating
 // offset so that ties spread evenly. Replica fleets are small: an exact scan
@@ -95,8 +77,9 @@ func (p *replicaPool) pickLeastOutstanding(exclude *backend) *backend {
 	return best
 }
 
-// pickCaughtUp returns an available replica other than exclude whose
-// follower has replayed lsn, in round-robin order, or nil.
+// pickCaughtUp returns the next available replica other than exclude whose
+// follower has replayed lsn (any replica, for lsn 0), in weighted
+// round-robin order, or nil. The loop is bounded by the number of slots.
 func (p *replicaPool) pickCaughtUp(lsn uint64, exclude *backend) *backend {
 	n := uint64(len(p.slots))
 	if n == 0 {
@@ -112,7 +95,8 @@ func (p *replicaPool) pickCaughtUp(lsn uint64, exclude *backend) *backend {
 	return nil
 }
 
-// anyCaughtUp reports whether some available replica has replayed lsn.
+// anyCaughtUp reports whether some available replica has replayed lsn
+// (any available replica, for lsn 0).
 func (p *replicaPool) anyCaughtUp(lsn uint64) bool {
 	for _, b := range p.members {
 		if b.up.Replayed() >= lsn && b.up.Available() {

@@ -25,7 +25,7 @@ func ParseLine(line string) (s Sample, at time.Time, ok bool) {
 	if i := strings.Index(line, `{"at":`); i >= 0 {
 		fields = jsonFields(line[i:])
 	} else if i := indexAt(line); i >= 0 {
-		fields = logfmtFields(line[i:])
+		fields = ParseLogfmt(line[i:])
 	}
 	if fields == nil || fields["upstream"] == "" || fields["reason"] == "" || fields["status"] == "" {
 		return Sample{}, at, false
@@ -60,7 +60,10 @@ func indexAt(line string) int {
 	return -1
 }
 
-func logfmtFields(line string) map[string]string {
+// ParseLogfmt reads key=value pairs, with Go-quoted values where quoted.
+// A line that repeats a key is not the router's (whose lines never do):
+// it returns nil, so a forged field cannot override a real one.
+func ParseLogfmt(line string) map[string]string {
 	fields := map[string]string{}
 	for line != "" {
 		key, rest, ok := strings.Cut(line, "=")
@@ -87,6 +90,9 @@ func logfmtFields(line string) map[string]string {
 		} else {
 			val, rest, _ = strings.Cut(rest, " ")
 			rest = " " + rest
+		}
+		if _, dup := fields[key]; dup {
+			return nil
 		}
 		fields[key] = val
 		line = strings.TrimLeft(rest, " ")

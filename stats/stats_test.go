@@ -120,3 +120,14 @@ func BenchmarkWindowAdd(b *testing.B) {
 		w.Add(s)
 	}
 }
+
+func TestParseLogfmtRejectsRepeatedKeys(t *testing.T) {
+	t.Parallel()
+	if f := ParseLogfmt(`at=info status=200 path="/a b" status=999`); f != nil {
+		t.Errorf("a line with status twice parsed as %v", f)
+	}
+	f := ParseLogfmt(`at=info path="/a \"b\"" status=200`)
+	if f["path"] != `/a "b"` || f["status"] != "200" {
+		t.Errorf("fields = %v", f)
+	}
+}
