@@ -84,7 +84,7 @@ type Router struct {
 	admin              http.Handler
 	accessLog          *accessLog
 	logger             *slog.Logger
-	transport          *http.Transport
+	transport          *transport
 	exchanges          sync.Pool
 	onEvent            func(health.Event)
 	onRequest          func(stats.Sample)
@@ -173,25 +173,18 @@ func (rt *Router) Inflight() int64 { return rt.inflight.Load() }
 // Close releases idle upstream connections.
 func (rt *Router) Close() { rt.transport.CloseIdleConnections() }
 
-func newTransport(connectTimeout, upstreamTimeout time.Duration, insecureSkipVerify bool) *http.Transport {
-	return &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: insecureSkipVerify},
-		// The router talks to its upstreams directly; HTTP_PROXY in the
-		// environment must not reroute them.
-		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   connectTimeout,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		TLSHandshakeTimeout: connectTimeout,
-		// Every router process keeps many idle connections per upstream so
-		// that bursts do not pay for new TCP and TLS handshakes.
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: upstreamTimeout,
-		ExpectContinueTimeout: time.Second,
-		// Pass the client's Accept-Encoding through untouched.
-		DisableCompression: true,
+func newTransport(connectTimeout, upstreamTimeout time.Duration, insecureSkipVerify bool) *transport {
+	return &transport{
+		// Dialled directly: HTTP_PROXY in the environment never reroutes
+		// requests to the upstreams.
+		dialer:                &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second},
+		tlsConfig:             &tls.Config{InsecureSkipVerify: insecureSkipVerify},
+		tlsHandshakeTimeout:   connectTimeout,
+		responseHeaderTimeout: upstreamTimeout,
+		// Many idle connections per upstream, so that bursts do not pay for
+		// new TCP and TLS handshakes; dropped after 90 s unused.
+		maxIdlePerHost: 512,
+		idleTimeout:    90 * time.Second,
 	}
 }
 
