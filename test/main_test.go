@@ -208,9 +208,10 @@ func (p *routerProc) waitExit(timeout time.Duration) int {
 // received and answers with X-Served-By naming it. It can crash and come
 // back on the same address.
 type upstream struct {
-	URL  string
-	addr string
-	name string
+	URL         string
+	addr        string
+	name        string
+	idleTimeout time.Duration
 
 	mu       sync.Mutex
 	srv      *http.Server
@@ -222,7 +223,14 @@ type upstream struct {
 
 func newUpstream(t *testing.T, name string) *upstream {
 	t.Helper()
-	u := &upstream{name: name}
+	return newUpstreamIdle(t, name, 0)
+}
+
+// newUpstreamIdle is newUpstream with the server closing keep-alive
+// connections idle for idleTimeout (0: net/http's default).
+func newUpstreamIdle(t *testing.T, name string, idleTimeout time.Duration) *upstream {
+	t.Helper()
+	u := &upstream{name: name, idleTimeout: idleTimeout}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +243,7 @@ func newUpstream(t *testing.T, name string) *upstream {
 }
 
 func (u *upstream) serve(ln net.Listener) {
-	srv := &http.Server{Handler: http.HandlerFunc(u.ServeHTTP), ErrorLog: log.New(io.Discard, "", 0)}
+	srv := &http.Server{Handler: http.HandlerFunc(u.ServeHTTP), ErrorLog: log.New(io.Discard, "", 0), IdleTimeout: u.idleTimeout}
 	u.mu.Lock()
 	u.srv = srv
 	u.mu.Unlock()

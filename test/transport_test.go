@@ -16,10 +16,7 @@ import (
 // fail, nor be sent twice.
 func TestIdleConnectionClosedByTheApp(t *testing.T) {
 	t.Parallel()
-	primary := newUpstream(t, "primary")
-	primary.mu.Lock()
-	primary.srv.IdleTimeout = 50 * time.Millisecond
-	primary.mu.Unlock()
+	primary := newUpstreamIdle(t, "primary", 50*time.Millisecond)
 	rt := startRouter(t, baseEnv(primary))
 	for i := range 3 {
 		resp, _, id := do(t, "POST", rt.URL+"/items", strings.NewReader("x"), nil)
