@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/stats"
 )
 
@@ -60,7 +61,7 @@ func buildStatus(o AdminOptions) Status {
 		}
 		var replayed string
 		if snap.Replayed != 0 {
-			replayed = fmt.Sprintf("%X/%X", snap.Replayed>>32, uint32(snap.Replayed))
+			replayed = replication.FormatLSN(snap.Replayed)
 		}
 		s.Upstreams = append(s.Upstreams, UpstreamStatus{
 			Name: snap.Name, Role: snap.Role, Up: snap.Available, State: state,

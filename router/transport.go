@@ -34,13 +34,17 @@ type transport struct {
 	maxIdlePerHost        int
 
 	mu     sync.Mutex
-	idle   map[string][]*pconn
+	idle   map[connKey][]*pconn
 	closed bool
 }
 
+// connKey names a pool: one per upstream scheme and host. A struct, not a
+// joined string, so finding the pool allocates nothing per request.
+type connKey struct{ scheme, host string }
+
 // pconn is one upstream connection.
 type pconn struct {
-	key       string
+	key       connKey
 	conn      net.Conn
 	raw       net.Conn // below TLS, for the liveness check
 	br        *bufio.Reader
@@ -57,7 +61,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	trace := httptrace.ContextClientTrace(ctx)
-	key := req.URL.Scheme + "://" + req.URL.Host
+	key := connKey{req.URL.Scheme, req.URL.Host}
 	if trace != nil && trace.GetConn != nil {
 		trace.GetConn(req.URL.Host)
 	}
@@ -143,7 +147,7 @@ func (e timeoutError) Timeout() bool   { return true }
 func (e timeoutError) Temporary() bool { return true }
 
 // conn returns a live idle connection to key, or a new one.
-func (t *transport) conn(ctx context.Context, key string) (*pconn, bool, error) {
+func (t *transport) conn(ctx context.Context, key connKey) (*pconn, bool, error) {
 	for {
 		pc := t.popIdle(key)
 		if pc == nil {
@@ -158,7 +162,7 @@ func (t *transport) conn(ctx context.Context, key string) (*pconn, bool, error) 
 	return pc, false, err
 }
 
-func (t *transport) popIdle(key string) *pconn {
+func (t *transport) popIdle(key connKey) *pconn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	list := t.idle[key]
@@ -185,7 +189,7 @@ func (t *transport) put(pc *pconn) {
 		return
 	}
 	if t.idle == nil {
-		t.idle = map[string][]*pconn{}
+		t.idle = map[connKey][]*pconn{}
 	}
 	list := t.idle[pc.key]
 	if len(list) > 0 && pc.idleSince.Sub(list[0].idleSince) > t.idleTimeout {
@@ -199,18 +203,21 @@ func (t *transport) put(pc *pconn) {
 	}
 }
 
-func (t *transport) dial(ctx context.Context, key string) (*pconn, error) {
-	scheme, host, _ := cutScheme(key)
-	addr := host
-	if _, _, err := net.SplitHostPort(host); err != nil {
-		addr = net.JoinHostPort(host, map[string]string{"http": "80", "https": "443"}[scheme])
+func (t *transport) dial(ctx context.Context, key connKey) (*pconn, error) {
+	addr := key.host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		port := "80"
+		if key.scheme == "https" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(addr, port)
 	}
 	raw, err := t.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	conn := raw
-	if scheme == "https" {
+	if key.scheme == "https" {
 		cfg := t.tlsConfig.Clone()
 		if cfg.ServerName == "" {
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)
@@ -227,15 +234,6 @@ func (t *transport) dial(ctx context.Context, key string) (*pconn, error) {
 		conn = tc
 	}
 	return &pconn{key: key, conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
-}
-
-func cutScheme(key string) (scheme, host string, ok bool) {
-	for i := 0; i+2 < len(key); i++ {
-		if key[i:i+3] == "://" {
-			return key[:i], key[i+3:], true
-		}
-	}
-	return "", key, false
 }
 
 // alive reports whether an idle connection is still open: the upstream may

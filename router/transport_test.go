@@ -25,7 +25,7 @@ func pipePconn(t *testing.T) (*pconn, net.Conn) {
 	}
 	server := <-accepted
 	t.Cleanup(func() { c.Close(); server.Close() })
-	return &pconn{key: "http://x", conn: c, raw: c, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}, server
+	return &pconn{key: connKey{"http", "x"}, conn: c, raw: c, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}, server
 }
 
 func TestAliveSeesTheUpstreamClose(t *testing.T) {
@@ -60,21 +60,21 @@ func TestPoolIsAStackThatDropsExpiredConnections(t *testing.T) {
 	tr.put(a)
 	tr.put(b)
 	tr.put(c) // over maxIdlePerHost: closed
-	if got := tr.popIdle("http://x"); got != b {
+	if got := tr.popIdle(connKey{"http", "x"}); got != b {
 		t.Error("pop did not return the most recently pooled connection")
 	}
 	tr.put(b)
-	tr.idle["http://x"][0].idleSince = time.Now().Add(-2 * time.Minute) // a is stale
+	tr.idle[connKey{"http", "x"}][0].idleSince = time.Now().Add(-2 * time.Minute) // a is stale
 	d, _ := pipePconn(t)
-	tr.popIdle("http://x") // b
+	tr.popIdle(connKey{"http", "x"}) // b
 	tr.put(d)
-	if list := tr.idle["http://x"]; len(list) != 1 || list[0] != d {
+	if list := tr.idle[connKey{"http", "x"}]; len(list) != 1 || list[0] != d {
 		t.Errorf("pool after a put = %d connections, want only the fresh one (the stale one dropped)", len(list))
 	}
 	tr.CloseIdleConnections()
 	e, _ := pipePconn(t)
 	tr.put(e)
-	if tr.popIdle("http://x") != nil {
+	if tr.popIdle(connKey{"http", "x"}) != nil {
 		t.Error("a closed transport pooled a connection")
 	}
 }
