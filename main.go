@@ -9,12 +9,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -26,14 +24,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
 
 	"github.com/splitapp/router/config"
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/health"
 	"github.com/splitapp/router/logwriter"
 	"github.com/splitapp/router/metrics"
-	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/router"
 	"github.com/splitapp/router/stats"
 )
@@ -153,109 +149,47 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		logger.Error("starting", "err", err)
 		return 1
 	}
-	policy := &health.Policy{
-		Fall:          cfg.HealthFall,
-		Rise:          cfg.HealthRise,
-		EjectFor:      cfg.EjectDuration,
-		EjectAfter5xx: cfg.EjectAfter5xx,
-		MaxLag:        cfg.MaxReplicaLag,
-	}
-	primary := health.NewUpstream(cfg.PrimaryURL, health.Primary, 1, policy)
-	replicas := make([]*health.Upstream, len(cfg.Replicas))
-	for i, r := range cfg.Replicas {
-		replicas[i] = health.NewUpstream(r.URL, health.Replica, r.Weight, policy)
-	}
-	upstreams := append([]*health.Upstream{primary}, replicas...)
-	// Names label logs and metrics; two upstreams on one host (an app listed
-	// twice, or the primary and a replica behind one address) get "#2", "#3".
-	seenNames := map[string]int{}
-	for _, u := range upstreams {
-		if seenNames[u.Name]++; seenNames[u.Name] > 1 {
-			u.Name += "#" + strconv.Itoa(seenNames[u.Name])
-		}
-	}
-	logEvent := func(ev health.Event) {
-		level, msg := slog.LevelWarn, "upstream "+ev.Kind
-		switch ev.Kind {
-		case "up", "caught up", "replication known":
-			level = slog.LevelInfo
-		}
-		attrs := []any{"backend", ev.Upstream.Name, "role", ev.Upstream.Role.String(), "cause", ev.Cause}
-		if ev.For > 0 {
-			attrs = append(attrs, "for", ev.For.String())
-		}
-		logger.Log(context.Background(), level, msg, attrs...)
-	}
+	ups := newUpstreams(cfg, logger)
 
-	registry := prometheus.NewRegistry()
-	window := stats.NewWindow(5*time.Minute, nil)
-	var rt *router.Router
-	m := metrics.New(registry, metrics.Options{
-		Upstreams:   upstreams,
-		Inflight:    func() int64 { return rt.Inflight() },
-		Replication: cfg.PrimaryDatabaseURL != "",
-	})
+	// Every background loop stops on every way out, and is waited for.
 	var background sync.WaitGroup
-	// Stop every background loop on every way out, and wait for them.
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	defer func() {
 		stopBackground()
 		background.Wait()
 	}()
-	var currentLSN func(context.Context) (uint64, error)
-	if cfg.PrimaryDatabaseURL != "" {
-		primaryDB, err := replication.NewPrimary(cfg.PrimaryDatabaseURL)
-		if err != nil {
-			logger.Error("cannot use PRIMARY_DATABASE_URL", "err", err)
-			return 1
-		}
-		defer primaryDB.Close()
-		currentLSN = primaryDB.CurrentLSN
-		// One poll per distinct follower; one URL may serve every replica.
-		var followerURLs []string
-		followerOf := make([]int, len(replicas))
-		seen := map[string]int{}
-		for i := range replicas {
-			u := cfg.FollowerURL(i)
-			if _, ok := seen[u]; !ok {
-				seen[u] = len(followerURLs)
-				followerURLs = append(followerURLs, u)
-			}
-			followerOf[i] = seen[u]
-		}
-		poller := replication.NewPoller(replication.PollerOptions{
-			PrimaryURL:   cfg.PrimaryDatabaseURL,
-			FollowerURLs: followerURLs,
-			Interval:     cfg.LagPollInterval,
-			History:      max(5*time.Minute, 2*cfg.MaxReplicaLag),
-			OnPosition: func(follower int, pos replication.Position) {
-				for i, f := range followerOf {
-					if f != follower {
-						continue
-					}
-					if ev, changed := replicas[i].RecordReplication(pos.Replayed, pos.Lag, pos.LagBytes, pos.Err); changed {
-						logEvent(ev)
-					}
-				}
-			},
-		})
-		background.Go(func() { poller.Run(bgCtx) })
+
+	registry := prometheus.NewRegistry()
+	window := stats.NewWindow(5*time.Minute, nil)
+	var rt *router.Router
+	m := metrics.New(registry, metrics.Options{
+		Upstreams:   ups.all,
+		Inflight:    func() int64 { return rt.Inflight() },
+		Replication: cfg.PrimaryDatabaseURL != "",
+	})
+	currentLSN, closeDB, err := startReplication(bgCtx, &background, cfg, ups)
+	if err != nil {
+		logger.Error("cannot use PRIMARY_DATABASE_URL", "err", err)
+		return 1
 	}
+	defer closeDB()
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
 	rt = router.New(router.Options{
-		Primary:               primary,
-		Replicas:              replicas,
+		Primary:               ups.primary,
+		Replicas:              ups.replicas,
 		Pinner:                pinner,
 		PinTTL:                cfg.PinTTL,
 		Rules:                 router.Rules{PrimaryPaths: cfg.PrimaryPaths, ReadPaths: cfg.ReadPaths},
 		UpstreamTimeout:       cfg.UpstreamTimeout,
+		UpstreamSendTimeout:   cfg.UpstreamSendTimeout,
+		ClientSendTimeout:     cfg.ClientSendTimeout,
 		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
 		ConnectTimeout:        cfg.ConnectTimeout,
 		PreserveHost:          cfg.PreserveHost,
 		AccessLog:             stdout,
 		JSONLogs:              cfg.LogFormat == "json",
 		Logger:                logger,
-		OnEvent:               logEvent,
+		OnEvent:               ups.logEvent,
 		Balance:               cfg.Balance,
 		PrimaryReadPercent:    100 - cfg.ReadShare,
 		PrimaryReadLimit:      cfg.PrimaryReadLimit,
@@ -267,7 +201,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		Admin: router.NewAdmin(router.AdminOptions{
 			Token:     cfg.AdminToken,
 			Metrics:   metricsHandler,
-			Upstreams: upstreams,
+			Upstreams: ups.all,
 			Window:    window,
 			Started:   time.Now(),
 		}),
@@ -275,87 +209,31 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 	defer rt.Close()
 
 	checker := health.NewChecker(health.CheckerOptions{
-		Upstreams: upstreams,
+		Upstreams: ups.all,
 		Path:      cfg.HealthCheckPath,
 		Interval:  cfg.HealthCheckInterval,
 		Timeout:   cfg.HealthCheckTimeout,
-		OnEvent:   logEvent,
+		OnEvent:   ups.logEvent,
 		OnCheck:   m.ObserveCheck,
 		Transport: health.NewTransport(cfg.HealthCheckTimeout, cfg.HealthCheckInterval, cfg.TLSInsecureSkipVerify),
 	})
 	background.Go(func() { checker.Run(bgCtx) })
 
 	if cfg.MetricsAddr != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
+		if err := serveMetrics(bgCtx, &background, cfg.MetricsAddr, metricsHandler, logger); err != nil {
 			logger.Error("cannot listen for metrics", "addr", cfg.MetricsAddr, "err", err)
 			return 1
 		}
-		msrv := &http.Server{Handler: metricsOnly(metricsHandler), ReadHeaderTimeout: 10 * time.Second}
-		logger.Info("serving metrics", "addr", mln.Addr().String())
-		background.Go(func() { msrv.Serve(mln) })
-		background.Go(func() {
-			<-bgCtx.Done()
-			msrv.Close()
-		})
 	}
-
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
+	srv, ln, err := newServer(cfg, rt, logger)
 	if err != nil {
 		logger.Error("cannot listen", "port", cfg.Port, "err", err)
 		return 1
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	// Beyond MAX_CONNECTIONS, new connections wait in the kernel's accept
-	// queue instead of each costing the router memory.
-	ln = netutil.LimitListener(ln, cfg.MaxConnections)
-	srv := &http.Server{
-		Handler: rt,
-		// Heroku's router has already read the request; a client that
-		// trickles headers (slowloris) is cut off.
-		ReadHeaderTimeout: cfg.RequestHeaderTimeout,
-		// A request head larger than this gets 431 from net/http; the
-		// router checks single lines against Heroku's 8 KB itself.
-		MaxHeaderBytes: router.MaxHeaderBlock,
-		// Heroku's router keeps idle connections to a dyno for 90 s; closing
-		// them sooner races its reuse and shows up as H13/H18 errors.
-		IdleTimeout: 100 * time.Second,
-		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-	}
-	logger.Info("listening", "port", port, "primary", cfg.PrimaryURL.Host, "replicas", len(replicas), "pin_ttl", cfg.PinTTL.String())
+	logger.Info("listening", "port", port, "primary", cfg.PrimaryURL.Host, "replicas", len(ups.replicas), "pin_ttl", cfg.PinTTL.String())
 	if onListening != nil {
 		onListening(port, stdout)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
-	select {
-	case err := <-served:
-		logger.Error("server stopped", "err", err)
-		return 1
-	case <-ctx.Done():
-	}
-	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	// Shutdown closes the listener at once, so new connections are refused,
-	// and waits for in-flight requests.
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("requests still in flight at SHUTDOWN_TIMEOUT; closing them", "err", err)
-		srv.Close()
-	}
-	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		logger.Error("server stopped", "err", err)
-	}
-	logger.Info("stopped")
-	return 0
-}
-
-// metricsOnly serves /metrics and /_router/metrics on METRICS_ADDR, a
-// private address where no token is asked for.
-func metricsOnly(h http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", h)
-	mux.Handle("GET /_router/metrics", h)
-	return mux
+	return serveUntil(ctx, srv, ln, cfg.ShutdownTimeout, logger)
 }

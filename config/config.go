@@ -41,8 +41,13 @@ type Config struct {
 	ReadPathsRaw    string        `env:"READ_PATHS" example:"POST /search,POST /graphql"`
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s" example:"30s"`
 	ConnectTimeout  time.Duration `env:"CONNECT_TIMEOUT" envDefault:"5s" example:"5s"`
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" example:"25s"`
-	PreserveHost    bool          `env:"PRESERVE_HOST" envDefault:"false" example:"true"`
+	// UpstreamSendTimeout and ClientSendTimeout bound a stall while
+	// sending to an app or to a client: no progress for that long ends the
+	// request (nginx's proxy_send_timeout and send_timeout).
+	UpstreamSendTimeout time.Duration `env:"UPSTREAM_SEND_TIMEOUT" envDefault:"60s" example:"60s"`
+	ClientSendTimeout   time.Duration `env:"CLIENT_SEND_TIMEOUT" envDefault:"60s" example:"60s"`
+	ShutdownTimeout     time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" example:"25s"`
+	PreserveHost        bool          `env:"PRESERVE_HOST" envDefault:"false" example:"true"`
 	// TLSInsecureSkipVerify turns off certificate checks on HTTPS upstreams.
 	TLSInsecureSkipVerify bool          `env:"UPSTREAM_TLS_INSECURE_SKIP_VERIFY" envDefault:"false" example:"false"`
 	MaxConnections        int           `env:"MAX_CONNECTIONS" envDefault:"10000" example:"10000"`
@@ -54,6 +59,7 @@ type Config struct {
 	HealthFall          int           `env:"HEALTH_FALL" envDefault:"2" example:"2"`
 	HealthRise          int           `env:"HEALTH_RISE" envDefault:"2" example:"2"`
 	EjectDuration       time.Duration `env:"EJECT_DURATION" envDefault:"5s" example:"5s"`
+	EjectAfterFailures  int           `env:"EJECT_AFTER_FAILURES" envDefault:"5" example:"5"`
 	EjectAfter5xx       int           `env:"EJECT_AFTER_5XX" envDefault:"0" example:"5"`
 	PrimaryReadLimit    int           `env:"PRIMARY_READ_LIMIT" envDefault:"0" example:"50"`
 	ReadShare           int           `env:"READ_SHARE" envDefault:"100" example:"50"`
@@ -203,6 +209,8 @@ func (c *Config) validate() []string {
 		{"PIN_TTL", c.PinTTL, MaxPinTTL},
 		{"UPSTREAM_TIMEOUT", c.UpstreamTimeout, 0},
 		{"CONNECT_TIMEOUT", c.ConnectTimeout, 0},
+		{"UPSTREAM_SEND_TIMEOUT", c.UpstreamSendTimeout, 0},
+		{"CLIENT_SEND_TIMEOUT", c.ClientSendTimeout, 0},
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0},
 		{"HEALTH_CHECK_INTERVAL", c.HealthCheckInterval, 0},
 		{"HEALTH_CHECK_TIMEOUT", c.HealthCheckTimeout, 0},
@@ -224,6 +232,7 @@ func (c *Config) validate() []string {
 	}{
 		{"HEALTH_FALL", c.HealthFall, 1, 100},
 		{"HEALTH_RISE", c.HealthRise, 1, 100},
+		{"EJECT_AFTER_FAILURES", c.EjectAfterFailures, 1, 1000},
 		{"EJECT_AFTER_5XX", c.EjectAfter5xx, 0, 1000},
 		{"PRIMARY_READ_LIMIT", c.PrimaryReadLimit, 0, 100000},
 		{"READ_SHARE", c.ReadShare, 0, 100},

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"encoding/json"
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -81,4 +84,34 @@ func FuzzParseReplicas(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEveryVariableIsDocumented: each setting the router reads appears in
+// app.json (so Heroku's deploy form offers it) and in README's table.
+func TestEveryVariableIsDocumented(t *testing.T) {
+	appJSON, err := os.ReadFile("../app.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app struct{ Env map[string]json.RawMessage }
+	if err := json.Unmarshal(appJSON, &app); err != nil {
+		t.Fatalf("app.json: %v", err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := reflect.TypeOf(Config{})
+	for i := range typ.NumField() {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("env"), ",")
+		if name == "" || name == "PORT" {
+			continue // PORT is the platform's to set
+		}
+		if _, ok := app.Env[name]; !ok {
+			t.Errorf("%s is missing from app.json", name)
+		}
+		if !strings.Contains(string(readme), "| `"+name+"` |") {
+			t.Errorf("%s is missing from README's configuration table", name)
+		}
+	}
 }

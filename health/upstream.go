@@ -1,7 +1,10 @@
 // Package health tracks whether each upstream can take requests: active
-// checks with rise/fall thresholds (as HAProxy does), passive ejection on
-// connection failures with a growing ejection time (as Envoy does), and the
-// state the router reads on every request without taking a lock.
+// checks with rise/fall thresholds (as HAProxy does), passive ejection of
+// replicas on failed requests with a growing ejection time (as Envoy does),
+// and the
+// state the router reads on every request without taking a lock. Passive
+// ejection weighs typed evidence (see Class and RecordFailure), and never
+// takes out the primary.
 package health
 
 import (
@@ -40,7 +43,11 @@ type Policy struct {
 	// EjectMax caps the ejection time. If zero, the larger of 1m and
 	// EjectFor.
 	EjectMax time.Duration
-	// EjectAfter5xx ejects an upstream after that many consecutive 5xx
+	// EjectAfterFailures ejects a replica after that many gateway
+	// failures (Reset, Timeout, BadResponse, Aborted) in a row with no
+	// success in between. If zero, 5: Envoy's consecutive_gateway_failure.
+	EjectAfterFailures int
+	// EjectAfter5xx ejects a replica after that many consecutive 5xx
 	// responses. Zero turns it off.
 	EjectAfter5xx int
 	// MaxLag takes a replica whose follower is further behind out of the
@@ -60,6 +67,9 @@ func (p *Policy) withDefaults() *Policy {
 	}
 	if q.EjectFor <= 0 {
 		q.EjectFor = 5 * time.Second
+	}
+	if q.EjectAfterFailures <= 0 {
+		q.EjectAfterFailures = 5
 	}
 	if q.EjectMax <= 0 {
 		q.EjectMax = max(time.Minute, q.EjectFor)
@@ -82,6 +92,8 @@ type Upstream struct {
 	Weight int
 
 	policy *Policy
+	// share caps passive ejections across the replicas; nil: no cap.
+	share *ejectionShare
 
 	// checkedDown is set while active checks hold the upstream out.
 	checkedDown atomic.Bool
@@ -93,7 +105,9 @@ type Upstream struct {
 	fails       atomic.Int32 // consecutive failed checks
 	passes      atomic.Int32 // consecutive passed checks
 	errors5xx   atomic.Int32 // consecutive 5xx responses
-	inflight    atomic.Int64
+	// gatewayFailures counts gateway failures since the last success.
+	gatewayFailures atomic.Int32
+	inflight        atomic.Int64
 
 	// Replication state of the follower behind a replica, when known.
 	replayed  atomic.Uint64 // WAL position replayed
@@ -103,6 +117,8 @@ type Upstream struct {
 	pollError atomic.Bool
 
 	ejections    atomic.Uint64
+	failures     [numClasses]atomic.Uint64
+	lastFailure  atomic.Uint32 // a Class
 	lastError    atomic.Pointer[string]
 	lastCheck    atomic.Int64 // Unix nanoseconds
 	checkLatency atomic.Int64 // nanoseconds
@@ -183,28 +199,49 @@ func (u *Upstream) RecordCheck(passed bool, latency time.Duration, cause string)
 	return Event{}, false
 }
 
-// Eject takes the upstream out after a connection failure: for EjectFor,
-// doubling with each consecutive ejection up to EjectMax. A failure while
-// already ejected (a request that started before) does not extend it.
+// Eject takes a replica out now, for EjectFor, doubling with each
+// consecutive ejection up to EjectMax. A failure while already ejected (a
+// request that started before) does not extend it. The primary is never
+// ejected passively; for it, Eject only notes the cause.
 func (u *Upstream) Eject(cause string) (Event, bool) {
 	u.setLastError(cause)
-	now := u.policy.Now().UnixNano()
-	until := u.ejectedUntil.Load()
-	if until != 0 && now < until {
+	if u.Role == Primary {
 		return Event{}, false
 	}
-	streak := u.ejectStreak.Add(1)
-	d := u.policy.EjectFor
-	for i := int32(1); i < streak && d < u.policy.EjectMax; i++ {
-		d *= 2
+	return u.eject(cause, false)
+}
+
+// eject is Eject without the bookkeeping. With capped set, the ejection is
+// refused when it would put more than the shared cap out.
+//
+// The ejection window is claimed with one compare-and-swap, and the streak
+// grows only for the winner: however many failures arrive at once, the
+// first ejection lasts exactly EjectFor. A CAS lost to Available clearing
+// an expired ejection is tried again, so no failure is dropped.
+func (u *Upstream) eject(cause string, capped bool) (Event, bool) {
+	if capped && u.share != nil {
+		u.share.mu.Lock()
+		defer u.share.mu.Unlock()
 	}
-	d = min(d, u.policy.EjectMax)
-	if !u.ejectedUntil.CompareAndSwap(until, now+int64(d)) {
-		return Event{}, false // another request ejected it first
+	for {
+		now := u.policy.Now().UnixNano()
+		until := u.ejectedUntil.Load()
+		if until != 0 && now < until {
+			return Event{}, false
+		}
+		if capped && u.share != nil && u.share.full(u, now) {
+			return Event{}, false
+		}
+		d := u.policy.backoff(u.ejectStreak.Load())
+		if !u.ejectedUntil.CompareAndSwap(until, now+int64(d)) {
+			continue
+		}
+		u.ejectStreak.Add(1)
+		u.ejections.Add(1)
+		u.errors5xx.Store(0)
+		u.gatewayFailures.Store(0)
+		return Event{Upstream: u, Kind: "ejected", For: d, Cause: cause}, true
 	}
-	u.ejections.Add(1)
-	u.errors5xx.Store(0)
-	return Event{Upstream: u, Kind: "ejected", For: d, Cause: cause}, true
 }
 
 // RecordReplication notes a poll of the follower behind this upstream: how
@@ -251,9 +288,13 @@ func (u *Upstream) Lag() (time.Duration, uint64) {
 	return time.Duration(u.lagNanos.Load()), u.lagBytes.Load()
 }
 
-// RecordResponse notes a response's status: a success resets the ejection
-// backoff; with EjectAfter5xx set, a run of 5xx ejects.
+// RecordResponse notes a response's status: any response ends a run of
+// gateway failures; a success resets the ejection backoff; with
+// EjectAfter5xx set, a run of 5xx ejects a replica.
 func (u *Upstream) RecordResponse(status int) (Event, bool) {
+	if u.gatewayFailures.Load() != 0 {
+		u.gatewayFailures.Store(0)
+	}
 	if status >= 500 {
 		if n := u.policy.EjectAfter5xx; n > 0 && int(u.errors5xx.Add(1)) >= n {
 			return u.Eject("consecutive 5xx responses")
@@ -292,6 +333,9 @@ type Snapshot struct {
 	EjectedUntil time.Time // zero when not ejected
 	Ejections    uint64
 	LastError    string
+	// LastFailure is the class of the last failed request, empty if none
+	// failed (client failures are not the upstream's and are left out).
+	LastFailure  string
 	LastCheck    time.Time // zero before the first check
 	CheckLatency time.Duration
 	Inflight     int64
@@ -313,6 +357,7 @@ func (u *Upstream) Snapshot() Snapshot {
 		Lagging:      u.lagged.Load(),
 		Lag:          time.Duration(u.lagNanos.Load()),
 		Replayed:     u.replayed.Load(),
+		LastFailure:  Class(u.lastFailure.Load()).String(),
 	}
 	if until := u.ejectedUntil.Load(); until != 0 && u.policy.Now().UnixNano() < until {
 		s.EjectedUntil = time.Unix(0, until)

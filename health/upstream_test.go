@@ -217,3 +217,137 @@ func TestFailedPollForgetsReplayPosition(t *testing.T) {
 }
 
 var errPoll = errors.New("connection refused")
+
+// TestConcurrentFailuresFirstEjectionLastsEjectFor: however many failures
+// arrive at once, the first ejection lasts exactly EjectFor, and the streak
+// grows by one per ejection, not per failure.
+func TestConcurrentFailuresFirstEjectionLastsEjectFor(t *testing.T) {
+	t.Parallel()
+	u, clock := newTestUpstream(Policy{EjectFor: time.Second, EjectMax: time.Hour})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var durations []time.Duration
+	start := make(chan struct{})
+	for range 64 {
+		wg.Go(func() {
+			<-start
+			if ev, changed := u.RecordFailure(Connect, "connection refused"); changed {
+				mu.Lock()
+				durations = append(durations, ev.For)
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if len(durations) != 1 || durations[0] != time.Second {
+		t.Fatalf("64 concurrent failures: ejections %v, want exactly one of 1s", durations)
+	}
+	clock.Advance(time.Second - time.Nanosecond)
+	if u.Available() {
+		t.Fatal("the first ejection ended early")
+	}
+	clock.Advance(time.Nanosecond)
+	if !u.Available() {
+		t.Fatal("the first ejection lasted longer than EjectFor")
+	}
+	if ev, _ := u.RecordFailure(Connect, "refused"); ev.For != 2*time.Second {
+		t.Errorf("second ejection lasts %s, want 2s (the streak grew once)", ev.For)
+	}
+}
+
+// TestNoFailureLostToAnExpiringEjection: a failure that arrives while
+// Available clears an expired ejection still ejects.
+func TestNoFailureLostToAnExpiringEjection(t *testing.T) {
+	t.Parallel()
+	for range 200 {
+		u, clock := newTestUpstream(Policy{EjectFor: time.Second})
+		u.RecordFailure(Connect, "refused")
+		clock.Advance(time.Second) // the ejection has just ended
+		var wg sync.WaitGroup
+		var ejected bool
+		wg.Go(func() { _, ejected = u.RecordFailure(Connect, "refused again") })
+		wg.Go(func() { u.Available() })
+		wg.Wait()
+		if !ejected || u.Available() {
+			t.Fatal("a failure racing the end of an ejection was dropped")
+		}
+	}
+}
+
+func TestGatewayFailuresEjectOnlyInARow(t *testing.T) {
+	t.Parallel()
+	u, _ := newTestUpstream(Policy{EjectAfterFailures: 3})
+	for _, c := range []Class{Timeout, Reset} {
+		u.RecordFailure(c, "x")
+	}
+	u.RecordResponse(200) // a success breaks the run
+	for i, c := range []Class{Timeout, BadResponse} {
+		if _, changed := u.RecordFailure(c, "x"); changed || !u.Available() {
+			t.Fatalf("failure %d after a success ejected", i+1)
+		}
+	}
+	for range 10 {
+		u.RecordFailure(Client, "client left")
+		u.RecordFailure(StaleConn, "stale")
+	}
+	if !u.Available() {
+		t.Fatal("client and stale-connection failures ejected")
+	}
+	if ev, changed := u.RecordFailure(Aborted, "mid-body"); !changed || ev.Kind != "ejected" {
+		t.Fatalf("third gateway failure in a row: %+v changed=%v, want ejected", ev, changed)
+	}
+	snap := u.Snapshot()
+	if snap.LastFailure != "aborted" || u.Failures(Client) != 10 || u.Failures(Timeout) != 2 {
+		t.Errorf("last failure %q, client %d, timeout %d; want aborted, 10, 2", snap.LastFailure, u.Failures(Client), u.Failures(Timeout))
+	}
+}
+
+func TestPrimaryIsNeverPassivelyEjected(t *testing.T) {
+	t.Parallel()
+	p := NewUpstream(&url.URL{Scheme: "http", Host: "primary"}, Primary, 1, &Policy{EjectAfter5xx: 1, EjectAfterFailures: 1})
+	for _, c := range []Class{Connect, Reset, Timeout, BadResponse, Aborted} {
+		for range 10 {
+			if _, changed := p.RecordFailure(c, "x"); changed {
+				t.Fatalf("a %s failure ejected the primary", c)
+			}
+		}
+	}
+	p.RecordResponse(500)
+	p.Eject("anything")
+	if !p.Available() {
+		t.Error("the primary was taken out passively")
+	}
+	if p.Snapshot().LastFailure != "aborted" {
+		t.Errorf("last failure %q, want aborted", p.Snapshot().LastFailure)
+	}
+}
+
+func TestAtMostHalfTheReplicasEjectedForGatewayFailures(t *testing.T) {
+	t.Parallel()
+	policy := &Policy{EjectAfterFailures: 1}
+	var ups []*Upstream
+	for _, h := range []string{"a", "b", "c", "d"} {
+		ups = append(ups, NewUpstream(&url.URL{Scheme: "http", Host: h}, Replica, 1, policy))
+	}
+	ShareEjections(ups)
+	ejected := 0
+	for _, u := range ups {
+		if _, changed := u.RecordFailure(Timeout, "slow"); changed {
+			ejected++
+		}
+	}
+	if ejected != 2 {
+		t.Errorf("every replica timing out ejected %d of 4, want 2 (half)", ejected)
+	}
+	// A refused connection is no judgement call: it ejects past the cap.
+	if _, changed := ups[3].RecordFailure(Connect, "refused"); !changed {
+		t.Error("a refused connection did not eject beyond the cap")
+	}
+
+	single := NewUpstream(&url.URL{Scheme: "http", Host: "only"}, Replica, 1, policy)
+	ShareEjections([]*Upstream{single})
+	if _, changed := single.RecordFailure(Reset, "reset"); !changed {
+		t.Error("a sole replica could not be ejected: the cap allows at least one")
+	}
+}

@@ -123,6 +123,13 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 				ConstLabels: prometheus.Labels{"backend": u.Name},
 			}, func() float64 { return float64(u.Snapshot().Ejections) }),
 		)
+		for _, class := range health.Classes() {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name:        "router_upstream_failures_total",
+				Help:        "Failed attempts to reach the upstream, by failure class; class=client failures are the client's, not the upstream's.",
+				ConstLabels: prometheus.Labels{"backend": u.Name, "class": class.String()},
+			}, func() float64 { return float64(u.Failures(class)) }))
+		}
 		m.checksBy[u] = m.checks.WithLabelValues(u.Name)
 		if u.Role == health.Replica && o.Replication {
 			backend := prometheus.Labels{"backend": u.Name}

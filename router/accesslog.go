@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/splitapp/router/health"
 )
 
 // accessLog writes one line per request, shaped like Heroku's router lines
@@ -15,7 +17,9 @@ import (
 //
 //	at=info method=GET path="/items" host=example.com request_id=… fwd="1.2.3.4" upstream=replica backend=ro.example.com reason=read pinned=false pin_issued=false retries=0 status=200 bytes=5120 connect=1ms service=12ms
 //
-// Failures start with at=error code=… desc="…"; queue= follows service=
+// Failures start with at=error code=… desc="…"; failure= follows retries=
+// when an attempt failed (even one a retry made good), naming its class;
+// queue= follows service=
 // when the front router sent X-Request-Start. With JSON set, the same
 // fields form one JSON object per line. Each line is one Write call, so
 // lines from concurrent requests never interleave.
@@ -63,6 +67,9 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 	e.bool("pinned", ex.pinned)
 	e.bool("pin_issued", ex.pinIssued)
 	e.int("retries", int64(ex.retries))
+	if ex.failed != health.NoFailure {
+		e.str("failure", ex.failed.String(), false)
+	}
 	e.int("status", int64(ex.status))
 	e.int("bytes", ex.bytes)
 	e.ms("connect", ex.connect)

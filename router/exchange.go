@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"time"
@@ -16,11 +14,13 @@ import (
 
 // Error codes in the log line's code= field.
 const (
-	codeUpstreamError   = "upstream_error"   // the upstream could not be reached or broke the connection
-	codeUpstreamTimeout = "upstream_timeout" // no response headers within UPSTREAM_TIMEOUT
-	codeUpstreamAborted = "upstream_aborted" // the upstream died mid-response
-	codeClientGone      = "client_gone"      // the client went away before the response
-	codeUnavailable     = "unavailable"      // no upstream could take the request
+	codeUpstreamError       = "upstream_error"        // the upstream could not be reached or broke the connection
+	codeUpstreamTimeout     = "upstream_timeout"      // no response headers within UPSTREAM_TIMEOUT
+	codeUpstreamAborted     = "upstream_aborted"      // the upstream died mid-response
+	codeUpstreamBadResponse = "upstream_bad_response" // the response head was malformed or too large
+	codeClientGone          = "client_gone"           // the client went away before the response
+	codeClientError         = "client_error"          // the client's request body was malformed
+	codeUnavailable         = "unavailable"           // no upstream could take the request
 )
 
 // statusClientClosed is logged, never sent, when the client went away.
@@ -50,10 +50,16 @@ type exchange struct {
 	code string // error code, empty on success
 	desc string
 
-	// next is set by proxyError when a failed read should be tried again
-	// there; retries counts the retries made.
-	next    *backend
+	// failure is the current attempt's, nil while it has not failed;
+	// failed is the class of the last failed attempt, for the log.
+	failure *failure
+	failed  health.Class
 	retries int
+	// clientErr is the error writing to the client, if any.
+	clientErr error
+	// sendDeadlineAt is when the client connection's write deadline was
+	// last moved, for CLIENT_SEND_TIMEOUT; zero if never.
+	sendDeadlineAt time.Time
 	// holdsSlot is set while the request holds a PRIMARY_READ_LIMIT slot.
 	holdsSlot bool
 }
@@ -64,6 +70,13 @@ func (rt *Router) newExchange(w http.ResponseWriter, r *http.Request) *exchange 
 		ex = &exchange{rt: rt}
 		ex.trace.GetConn = func(string) { ex.getConn = time.Now() }
 		ex.trace.GotConn = func(httptrace.GotConnInfo) { ex.connect = time.Since(ex.getConn) }
+		ex.trace.WroteRequest = func(info httptrace.WroteRequestInfo) {
+			// The transport reports a dead pooled connection it replaced.
+			if f, ok := info.Err.(*failure); ok && ex.backend != nil {
+				ex.failed = f.class
+				ex.rt.recordFailure(ex.backend, f)
+			}
+		}
 	}
 	ex.rw, ex.start = w, time.Now()
 	ex.requestID = r.Header.Get("X-Request-Id")
@@ -86,13 +99,16 @@ func (ex *exchange) Header() http.Header { return ex.rw.Header() }
 
 // WriteHeader implements http.ResponseWriter. On the final status of an
 // upstream response it applies the app's X-Router-Pin directive and sets
-// the pin cookie.
+// the pin cookie. The router's own headers never reach the client, in an
+// interim 1xx response either.
 func (ex *exchange) WriteHeader(code int) {
-	if code >= 200 && ex.status == 0 {
+	if code < 200 {
+		h := ex.rw.Header()
+		delete(h, "X-Router-Pin")
+		delete(h, replayHeader)
+		delete(h, PinTokenHeader)
+	} else if ex.status == 0 {
 		ex.status = code
-		if ev, changed := ex.backend.up.RecordResponse(code); changed {
-			ex.rt.onEvent(ev)
-		}
 		ex.pin()
 	}
 	ex.rw.WriteHeader(code)
@@ -103,9 +119,42 @@ func (ex *exchange) Write(p []byte) (int, error) {
 	if ex.status == 0 {
 		ex.WriteHeader(http.StatusOK)
 	}
+	if d := ex.rt.clientSendTimeout; d > 0 {
+		ex.extendSendDeadline(d)
+	}
 	n, err := ex.rw.Write(p)
 	ex.bytes += int64(n)
+	if err != nil {
+		ex.clientErr = err
+	}
 	return n, err
+}
+
+// extendSendDeadline keeps the client connection's write deadline d ahead,
+// so a client that stops reading is cut off after d without progress. The
+// deadline moves at most every d/16, which keeps the clock and the poller
+// off the path of most writes.
+func (ex *exchange) extendSendDeadline(d time.Duration) {
+	now := time.Now()
+	if now.Sub(ex.sendDeadlineAt) < d/16 {
+		return
+	}
+	if c, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		c.SetWriteDeadline(now.Add(d))
+		ex.sendDeadlineAt = now
+	}
+}
+
+// clearSendDeadline lifts the write deadline, so it cannot outlive the
+// exchange on a kept-alive connection.
+func (ex *exchange) clearSendDeadline() {
+	if ex.sendDeadlineAt.IsZero() {
+		return
+	}
+	if c, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		c.SetWriteDeadline(time.Time{})
+	}
+	ex.sendDeadlineAt = time.Time{}
 }
 
 // Unwrap lets http.ResponseController reach the connection's Flush and
@@ -176,102 +225,6 @@ func (rt *Router) currentLSN(ctx context.Context) uint64 {
 // router before it, over HTTPS: the pin cookie is then Secure.
 func isHTTPS(r *http.Request) bool {
 	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
-}
-
-// proxyError is ReverseProxy's ErrorHandler: it runs when no response
-// headers came back from the upstream. The upstream is ejected; a read that
-// can be repeated safely is retried elsewhere; anything else is answered
-// with 502 or 504 and never sent again.
-func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	ex := w.(*exchange)
-	if errors.Is(err, errReplay) {
-		// Not the replica's failure: it wrote, or would have.
-		if !rt.primary.up.Available() {
-			rt.fail(ex, http.StatusServiceUnavailable, codeUnavailable, "primary unavailable")
-			return
-		}
-		ex.decision.Role, ex.decision.Reason, ex.decision.Pin = health.Primary, ReasonReplay, true
-		ex.next = rt.primary
-		return
-	}
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		// Nobody is listening; log it and keep the upstream's record clean.
-		ex.status, ex.code, ex.desc = statusClientClosed, codeClientGone, "client closed the connection before the response"
-		return
-	}
-	if ev, changed := ex.backend.up.Eject(err.Error()); changed {
-		rt.onEvent(ev)
-	}
-	if next := rt.retryTarget(ex); next != nil {
-		ex.retries++
-		ex.next = next
-		return
-	}
-	if ex.status != 0 {
-		return // the spillover guard has answered already
-	}
-	if isTimeout(err) {
-		rt.fail(ex, http.StatusGatewayTimeout, codeUpstreamTimeout, "upstream did not answer in time")
-		return
-	}
-	rt.fail(ex, http.StatusBadGateway, codeUpstreamError, "upstream unreachable or connection broken")
-}
-
-// maxRetries bounds the attempts of one read: another replica, then the
-// primary.
-const maxRetries = 2
-
-// retryTarget returns where a failed attempt should be repeated, or nil.
-// Only safe methods without a body are repeated: for those, sending twice
-// cannot do harm, and nothing reached the client yet. A read that failed on
-// a replica goes to another replica once, then to the primary; a pinned
-// read released to a follower goes only to another follower that has the
-// write, or to the primary; a pinned read whose primary failed goes to a
-// replica, as it would while the primary is down.
-func (rt *Router) retryTarget(ex *exchange) *backend {
-	r := ex.req
-	if ex.retries >= maxRetries || !IsSafe(r.Method) || r.ContentLength != 0 || len(r.TransferEncoding) > 0 || isUpgrade(r.Header) {
-		return nil
-	}
-	switch {
-	case ex.decision.Reason == ReasonCaughtUp:
-		if b := rt.replicas.pickCaughtUp(ex.pinLSN, ex.backend); b != nil && ex.retries == 0 {
-			return b
-		}
-		if rt.primary.up.Available() {
-			return rt.primary
-		}
-	case ex.backend.up.Role == health.Replica:
-		if ex.retries == 0 {
-			if b := rt.replicas.pick(ex.backend); b != nil {
-				return b
-			}
-		}
-		if rt.primary.up.Available() && rt.admitFallback(ex) {
-			return rt.primary
-		}
-	case ex.decision.Reason == ReasonPinned:
-		if b := rt.replicas.pick(nil); b != nil {
-			ex.decision.Reason = ReasonPrimaryDown
-			return b
-		}
-	}
-	return nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// refuse answers a request no upstream can take.
-func (rt *Router) refuse(ex *exchange) {
-	desc := "no upstream available"
-	if ex.decision.Reason == ReasonPrimaryDown {
-		desc = "primary unavailable"
-	}
-	ex.rw.Header().Set("Retry-After", "5")
-	rt.fail(ex, http.StatusServiceUnavailable, codeUnavailable, desc)
 }
 
 // fail writes a short plain-text error naming the request id. It writes to

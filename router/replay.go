@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+
+	"github.com/splitapp/router/health"
 )
 
 // PinTokenHeader carries the pin for clients that keep no cookies: the
@@ -15,11 +17,11 @@ const PinTokenHeader = "X-Router-Pin-Token"
 // wrote) back to the router: "X-Router-Replay: primary".
 const replayHeader = "X-Router-Replay"
 
-// errReplay tells proxyError that a replica asked for a replay.
+// errReplay tells the failure policy that a replica asked for a replay.
 var errReplay = errors.New("replica asked for a replay on the primary")
 
 // replayToPrimary is the replicas' ModifyResponse: a response that asks for
-// a replay is discarded, if the request can be sent again, and proxyError
+// a replay is discarded, if the request can be sent again, and failover
 // sends the request to the primary.
 func replayToPrimary(resp *http.Response) error {
 	v := resp.Header.Get(replayHeader)
@@ -46,17 +48,16 @@ func dropReplayHeader(resp *http.Response) error {
 const replayBodyLimit = 64 << 10
 
 // bufferBody reads a small request body into memory so that it can be sent
-// again on a replay. It reports whether the request may go on.
-func bufferBody(ex *exchange) bool {
+// again on a replay. A body the client broke comes back as a failure.
+func bufferBody(ex *exchange) *failure {
 	body, err := io.ReadAll(io.LimitReader(ex.req.Body, replayBodyLimit+1))
-	if err != nil || int64(len(body)) != ex.req.ContentLength {
-		ex.status, ex.code, ex.desc = http.StatusBadRequest, codeClientGone, "request body ended early"
-		if ex.req.Context().Err() == nil {
-			http.Error(ex.rw, "400 Bad Request: request body ended early", http.StatusBadRequest)
-		}
-		return false
+	if err == nil && int64(len(body)) != ex.req.ContentLength {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return &failure{health.Client, &clientBodyError{err}}
 	}
 	ex.req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	ex.req.Body, _ = ex.req.GetBody()
-	return true
+	return nil
 }

@@ -28,35 +28,46 @@ func TestRetryKeepsCausalReadsCausal(t *testing.T) {
 		}
 		return rt.primary
 	}
+	// nameOf keeps a wrong nil pick a test failure, not a panic.
+	nameOf := func(b *backend) string {
+		if b == nil {
+			return "none"
+		}
+		return b.up.Name
+	}
+	retry := func(ex *exchange) *backend {
+		b, _ := rt.retryTarget(ex)
+		return b
+	}
 	get, _ := http.NewRequest("GET", "/items", nil)
 	a.RecordReplication(500, 0, 0, nil)
 	b.RecordReplication(100, 0, 0, nil)
 
 	ex := &exchange{rt: rt, req: get, pinLSN: 400, backend: backendOf(a), decision: Decision{Role: health.Replica, Reason: ReasonCaughtUp}}
-	if got := rt.retryTarget(ex); got != rt.primary {
-		t.Errorf("caught-up read failed on a: retried on %s, want the primary (b has not replayed the write)", got.up.Name)
+	if got := retry(ex); got != rt.primary {
+		t.Errorf("caught-up read failed on a: retried on %s, want the primary (b has not replayed the write)", nameOf(got))
 	}
 	b.RecordReplication(450, 0, 0, nil)
-	if got := rt.retryTarget(ex); got != backendOf(b) {
-		t.Errorf("caught-up read failed on a: retried on %s, want b, which has the write", got.up.Name)
+	if got := retry(ex); got != backendOf(b) {
+		t.Errorf("caught-up read failed on a: retried on %s, want b, which has the write", nameOf(got))
 	}
 
 	plain := &exchange{rt: rt, req: get, backend: backendOf(a), decision: Decision{Role: health.Replica, Reason: ReasonRead}}
-	if got := rt.retryTarget(plain); got != backendOf(b) {
-		t.Errorf("plain read failed on a: retried on %s, want b", got.up.Name)
+	if got := retry(plain); got != backendOf(b) {
+		t.Errorf("plain read failed on a: retried on %s, want b", nameOf(got))
 	}
 	plain.retries = 1
-	if got := rt.retryTarget(plain); got != rt.primary {
-		t.Errorf("second failure: retried on %s, want the primary", got.up.Name)
+	if got := retry(plain); got != rt.primary {
+		t.Errorf("second failure: retried on %s, want the primary", nameOf(got))
 	}
 	plain.retries = maxRetries
-	if got := rt.retryTarget(plain); got != nil {
-		t.Errorf("after %d retries: retried on %s, want none", maxRetries, got.up.Name)
+	if got := retry(plain); got != nil {
+		t.Errorf("after %d retries: retried on %s, want none", maxRetries, nameOf(got))
 	}
 
 	post, _ := http.NewRequest("POST", "/items", nil)
 	write := &exchange{rt: rt, req: post, backend: rt.primary, decision: Decision{Role: health.Primary, Reason: ReasonWrite}}
-	if got := rt.retryTarget(write); got != nil {
-		t.Errorf("a write was retried on %s", got.up.Name)
+	if got := retry(write); got != nil {
+		t.Errorf("a write was retried on %s", nameOf(got))
 	}
 }

@@ -34,6 +34,14 @@ type Options struct {
 	UpstreamTimeout time.Duration
 	// ConnectTimeout bounds dialling an upstream, TLS handshake included.
 	ConnectTimeout time.Duration
+	// UpstreamSendTimeout bounds a stall while sending a request to an
+	// upstream (an app that neither reads nor answers): the attempt fails
+	// as a timeout. Zero: no bound.
+	UpstreamSendTimeout time.Duration
+	// ClientSendTimeout bounds a stall while sending a response to a client
+	// that does not read it: the client's connection is cut. Zero: no
+	// bound.
+	ClientSendTimeout time.Duration
 	// TLSInsecureSkipVerify turns off certificate verification for HTTPS
 	// upstreams. Only for upstreams reached over a private network.
 	TLSInsecureSkipVerify bool
@@ -91,6 +99,7 @@ type Router struct {
 	lsn                func(context.Context) (uint64, error)
 	inflight           atomic.Int64
 	primaryReadPercent int
+	clientSendTimeout  time.Duration
 	// fallbackSlots is a semaphore of PrimaryReadLimit slots; nil when the
 	// spillover guard is off.
 	fallbackSlots chan struct{}
@@ -141,6 +150,9 @@ func New(o Options) *Router {
 	}
 	rt.accessLog = newAccessLog(w, o.JSONLogs)
 	rt.transport = newTransport(o.ConnectTimeout, o.UpstreamTimeout, o.TLSInsecureSkipVerify)
+	rt.transport.sendTimeout = o.UpstreamSendTimeout
+	rt.clientSendTimeout = o.ClientSendTimeout
+	health.ShareEjections(o.Replicas)
 	errorLog := slog.NewLogLogger(rt.logger.Handler(), slog.LevelDebug)
 	newBackend := func(up *health.Upstream) *backend {
 		b := &backend{up: up}
@@ -225,7 +237,10 @@ func (rt *Router) rewriteFor(up *health.Upstream, preserveHost bool) func(*httpu
 	}
 }
 
-// ServeHTTP routes and proxies one request.
+// ServeHTTP routes and proxies one request in three steps, as one loop:
+// decide once, into a plan (the first backend); send, and on failure let
+// the failure policy (failover.go) record the evidence and name the next
+// backend, or none; then answer.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isAdminPath(r.URL.Path) {
 		rt.admin.ServeHTTP(w, r)
@@ -254,79 +269,112 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := rt.newExchange(w, r)
 	defer rt.finish(ex)
 
+	b, refused := rt.plan(ex)
+	for b != nil {
+		rt.send(ex, b)
+		if ex.failure == nil {
+			return
+		}
+		b, refused = rt.failover(ex)
+	}
+	rt.answer(ex, refused)
+}
+
+// plan decides where the request goes first, or the answer when nowhere
+// can take it.
+func (rt *Router) plan(ex *exchange) (*backend, verdict) {
+	r := ex.req
 	pin, pinned := rt.pinner.FromRequest(r)
 	if !pinned {
 		pin, pinned = rt.pinner.Verify(r.Header.Get(PinTokenHeader))
 	}
 	ex.pinned, ex.pinLSN = pinned, pin.LSN
-	ex.decision = rt.rules.Decide(Input{
+	in := Input{
 		Method:       r.Method,
 		Path:         r.URL.Path,
 		Upgrade:      isUpgrade(r.Header),
 		Pinned:       ex.pinned,
 		PrimaryUp:    rt.primary.up.Available(),
-		ReplicaUp:    rt.replicas.anyAvailable(),
 		PrimaryShare: rt.primaryReadPercent > 0 && rand.IntN(100) < rt.primaryReadPercent,
-		CaughtUp:     pin.LSN > 0 && rt.replicas.anyCaughtUp(pin.LSN),
-	})
-	if ex.decision.Refuse {
-		rt.refuse(ex)
-		return
 	}
-	b := rt.primary
-	if ex.decision.Reason == ReasonCaughtUp {
-		if b = rt.replicas.pickCaughtUp(pin.LSN, nil); b == nil {
-			// The follower fell out of rotation since Decide looked.
-			b = rt.primary
-			ex.decision.Role, ex.decision.Reason = health.Primary, ReasonPinned
+	// Pick the replica with the decision's inputs, so that the decision
+	// never names a replica that has left rotation since.
+	var caughtUp, replica *backend
+	if pin.LSN > 0 {
+		caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil)
+	}
+	in.CaughtUp = caughtUp != nil
+	if !pinned || caughtUp == nil {
+		replica = rt.replicas.pick(nil)
+	}
+	in.ReplicaUp = replica != nil || caughtUp != nil
+	ex.decision = rt.rules.Decide(in)
+
+	var b *backend
+	switch {
+	case ex.decision.Refuse:
+		if ex.decision.Reason == ReasonPrimaryDown {
+			return nil, verdictNoPrimary
 		}
-	} else if ex.decision.Role == health.Replica {
-		if b = rt.replicas.pick(nil); b == nil {
-			// The last replica went away since Decide looked.
-			b = rt.primary
-			ex.decision.Role, ex.decision.Reason = health.Primary, ReasonNoReplica
+		return nil, verdict{http.StatusServiceUnavailable, codeUnavailable, "no upstream available", "5"}
+	case ex.decision.Reason == ReasonCaughtUp:
+		b = caughtUp
+	case ex.decision.Role == health.Replica:
+		if b = replica; b == nil {
+			b = caughtUp
 		}
+	default:
+		b = rt.primary
 	}
-	if b == rt.primary && !b.up.Available() {
-		ex.decision = Decision{Reason: ReasonAllDown, Refuse: true}
-		rt.refuse(ex)
-		return
-	}
-	if ex.decision.Reason == ReasonNoReplica && !rt.admitFallback(ex) {
-		return
+	if ex.decision.Reason == ReasonNoReplica {
+		if v, ok := rt.admitFallback(ex); !ok {
+			return nil, v
+		}
 	}
 	if b.up.Role == health.Replica && r.ContentLength > 0 && r.ContentLength <= replayBodyLimit {
-		if !bufferBody(ex) {
-			return
+		if f := bufferBody(ex); f != nil {
+			ex.backend, ex.failure = b, f
+			return rt.failover(ex)
 		}
 	}
-	// A failed attempt may name the next one (see proxyError); the number
-	// of attempts is bounded by retryTarget and by one replay.
-	for attempt := 0; b != nil; attempt++ {
-		if attempt > 0 && ex.req.GetBody != nil {
-			ex.req.Body, _ = ex.req.GetBody()
-		}
-		ex.next = nil
-		rt.attempt(ex, b)
-		b = ex.next
-	}
+	return b, verdict{}
 }
 
-// attempt sends the request to one backend.
-func (rt *Router) attempt(ex *exchange, b *backend) {
+// send makes one attempt on b. A failure is left in ex.failure.
+func (rt *Router) send(ex *exchange, b *backend) {
+	if ex.backend != nil && ex.req.GetBody != nil {
+		ex.req.Body, _ = ex.req.GetBody()
+	}
 	ex.backend = b
 	b.up.Begin()
 	defer b.up.End()
 	b.proxy.ServeHTTP(ex, ex.req)
 }
 
+// answer writes the router's own answer, when no upstream's came through.
+// A client that has gone gets none: its connection is cut, so that a
+// failed request can never read as an empty 200.
+func (rt *Router) answer(ex *exchange, v verdict) {
+	if v.status == statusClientClosed || ex.req.Context().Err() != nil {
+		ex.status, ex.code, ex.desc = statusClientClosed, codeClientGone, verdictClientGone.desc
+		panic(http.ErrAbortHandler)
+	}
+	if v.retryAfter != "" {
+		ex.rw.Header().Set("Retry-After", v.retryAfter)
+	}
+	if v.status == http.StatusBadRequest {
+		ex.rw.Header().Set("Connection", "close")
+	}
+	rt.fail(ex, v.status, v.code, v.desc)
+}
+
 // admitFallback applies the spillover guard to a read that falls back to
 // the primary: when PRIMARY_READ_LIMIT such reads are in flight it waits
-// briefly for a slot, then answers 503. Without replicas configured there is
-// no fallback and no limit. It reports whether the read may go on.
-func (rt *Router) admitFallback(ex *exchange) bool {
+// briefly for a slot, then refuses with 503. Without replicas configured
+// there is no fallback and no limit. When it refuses, v is the answer.
+func (rt *Router) admitFallback(ex *exchange) (v verdict, ok bool) {
 	if rt.fallbackSlots == nil || len(rt.replicas.members) == 0 || ex.holdsSlot {
-		return true
+		return verdict{}, true
 	}
 	select {
 	case rt.fallbackSlots <- struct{}{}:
@@ -336,38 +384,55 @@ func (rt *Router) admitFallback(ex *exchange) bool {
 		select {
 		case rt.fallbackSlots <- struct{}{}:
 		case <-timer.C:
-			ex.rw.Header().Set("Retry-After", "1")
-			rt.fail(ex, http.StatusServiceUnavailable, codeUnavailable, "primary busy with fallback reads")
-			return false
+			return verdictBusy, false
 		case <-ex.req.Context().Done():
-			ex.status, ex.code, ex.desc = statusClientClosed, codeClientGone, "client left while waiting for the primary"
-			return false
+			return verdictClientGone, false
 		}
 	}
 	ex.holdsSlot = true
-	return true
+	return verdict{}, true
 }
 
-// finish logs the exchange and returns it to the pool. When ReverseProxy
-// aborts a response whose upstream died mid-body, it panics with
-// http.ErrAbortHandler so the server cuts the client's connection; the line
-// is logged as an error and the panic goes on.
+// finish records the exchange and returns it to the pool. A response
+// that the router began but could not finish ends in a panic with
+// http.ErrAbortHandler, so that the server cuts the client's connection:
+// the client sees an error, never a short body as whole. Then the line is
+// logged as an error, the blame placed (the client, or the upstream that
+// stopped mid-body) and the panic goes on.
 func (rt *Router) finish(ex *exchange) {
 	if ex.holdsSlot {
 		<-rt.fallbackSlots
 	}
 	if v := recover(); v != nil {
-		ex.code, ex.desc = codeUpstreamAborted, "upstream connection ended mid-response; client connection closed"
-		if ex.req.Context().Err() != nil {
-			ex.code, ex.desc = codeClientGone, "client left mid-response"
+		if ex.code == "" {
+			if ex.clientErr != nil || ex.req.Context().Err() != nil {
+				ex.failed = health.Client
+				ex.code, ex.desc = codeClientGone, "client left mid-response"
+				if isTimeout(ex.clientErr) {
+					ex.desc = "client stopped reading for CLIENT_SEND_TIMEOUT"
+				}
+			} else {
+				ex.failed = health.Aborted
+				ex.code, ex.desc = codeUpstreamAborted, "upstream connection ended mid-response; client connection closed"
+			}
+			if ex.backend != nil {
+				rt.recordFailure(ex.backend, &failure{ex.failed, errMidBody})
+			}
 		}
 		rt.record(ex)
 		panic(v)
 	}
+	ex.clearSendDeadline()
 	if ex.status == 0 && ex.decision.Reason == ReasonUpgrade && ex.code == "" {
 		// The connection was hijacked for the upgrade; ReverseProxy wrote
 		// the 101 itself.
 		ex.status = http.StatusSwitchingProtocols
+	}
+	if ex.code == "" && ex.status != 0 && ex.backend != nil {
+		// The whole response came through: the upstream answered.
+		if ev, changed := ex.backend.up.RecordResponse(ex.status); changed {
+			rt.onEvent(ev)
+		}
 	}
 	rt.record(ex)
 	rt.release(ex)

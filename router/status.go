@@ -33,6 +33,7 @@ type UpstreamStatus struct {
 	LastCheck      time.Time `json:"last_check,omitzero"`
 	CheckLatencyMS float64   `json:"check_latency_ms"`
 	LastError      string    `json:"last_error,omitempty"`
+	LastFailure    string    `json:"last_failure,omitempty"`
 	Ejections      uint64    `json:"ejections"`
 	Inflight       int64     `json:"inflight"`
 	// Replication, for replicas when the database URLs are configured.
@@ -67,7 +68,7 @@ func buildStatus(o AdminOptions) Status {
 			Name: snap.Name, Role: snap.Role, Up: snap.Available, State: state,
 			EjectedUntil: snap.EjectedUntil, LastCheck: snap.LastCheck,
 			CheckLatencyMS: float64(snap.CheckLatency.Microseconds()) / 1000,
-			LastError:      snap.LastError, Ejections: snap.Ejections, Inflight: snap.Inflight,
+			LastError:      snap.LastError, LastFailure: snap.LastFailure, Ejections: snap.Ejections, Inflight: snap.Inflight,
 			LagMS: float64(snap.Lag.Microseconds()) / 1000, ReplayedLSN: replayed,
 		})
 	}
@@ -141,8 +142,8 @@ th,td{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left}
 {{range $role, $q := .LastMinute.Latency}}<div class="card"><b>{{ms $q.P50}} / {{ms $q.P99}}</b>{{$role}} p50 / p99</div>{{end}}
 </div>
 <h2>Upstreams</h2>
-<table><tr><th>backend</th><th>role</th><th>state</th><th>last check</th><th>check latency</th><th>last error</th><th>ejections</th><th>in flight</th><th>replication lag</th></tr>
-{{range .Upstreams}}<tr><td>{{.Name}}</td><td>{{.Role}}</td><td class="{{.State}}">{{.State}}</td><td>{{ago $.Now .LastCheck}}</td><td>{{printf "%.1f" .CheckLatencyMS}} ms</td><td>{{.LastError}}</td><td>{{.Ejections}}</td><td>{{.Inflight}}</td><td>{{if .ReplayedLSN}}{{printf "%.0f" .LagMS}} ms at {{.ReplayedLSN}}{{else}}–{{end}}</td></tr>
+<table><tr><th>backend</th><th>role</th><th>state</th><th>last check</th><th>check latency</th><th>last failure</th><th>last error</th><th>ejections</th><th>in flight</th><th>replication lag</th></tr>
+{{range .Upstreams}}<tr><td>{{.Name}}</td><td>{{.Role}}</td><td class="{{.State}}">{{.State}}</td><td>{{ago $.Now .LastCheck}}</td><td>{{printf "%.1f" .CheckLatencyMS}} ms</td><td>{{or .LastFailure "–"}}</td><td>{{.LastError}}</td><td>{{.Ejections}}</td><td>{{.Inflight}}</td><td>{{if .ReplayedLSN}}{{printf "%.0f" .LagMS}} ms at {{.ReplayedLSN}}{{else}}–{{end}}</td></tr>
 {{end}}</table>
 <h2>Reads served by replicas, last 5 minutes</h2>
 <svg width="600" height="96" viewBox="0 0 600 96" role="img" aria-label="share of reads served by replicas">

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/splitapp/router/health"
 )
 
 // transport sends HTTP/1.1 requests to the upstreams on the caller's
@@ -21,36 +23,128 @@ import (
 // goroutine; on a proxy's hot path those hand-offs cost about a fifth of the
 // CPU. Framing stays net/http's own: Request.Write and ReadResponse.
 //
-// Failure semantics match net/http's: a request is written once; an error
-// after writing is returned, never retried here (the router decides what may
-// be sent again); an idle connection the upstream closed is detected before
-// reuse, so a write does not go down a dead connection.
+// Every error it returns is a *failure naming its health.Class, so the
+// router decides what to retry and whom to blame from a type, never from
+// error text. A request is written once, except that a reused connection
+// found dead before any byte of the request reached it is replaced by a new
+// one and the request sent there (as net/http does): nothing was sent.
 type transport struct {
 	dialer                *net.Dialer
 	tlsConfig             *tls.Config
 	tlsHandshakeTimeout   time.Duration
 	responseHeaderTimeout time.Duration
-	idleTimeout           time.Duration
-	maxIdlePerHost        int
+	// sendTimeout bounds how long writing the request may make no progress
+	// (an app that neither reads nor answers); zero: no bound.
+	sendTimeout    time.Duration
+	idleTimeout    time.Duration
+	maxIdlePerHost int
 
 	mu     sync.Mutex
 	idle   map[connKey][]*pconn
 	closed bool
+
+	// afterPeek, if set, runs between the liveness check of an idle
+	// connection and its reuse: tests close the connection there.
+	afterPeek func(*pconn)
 }
 
 // connKey names a pool: one per upstream scheme and host. A struct, not a
 // joined string, so finding the pool allocates nothing per request.
 type connKey struct{ scheme, host string }
 
-// pconn is one upstream connection.
+// pconn is one upstream connection. It sits between the connection and its
+// buffers, so it can count what was sent, keep the send deadline moving,
+// and cap the response head.
 type pconn struct {
-	key       connKey
-	conn      net.Conn
-	raw       net.Conn // below TLS, for the liveness check
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	idleSince time.Time
-	cancelled atomic.Bool
+	key         connKey
+	conn        net.Conn
+	raw         net.Conn // below TLS, for the liveness check
+	br          *bufio.Reader
+	bw          *bufio.Writer
+	idleSince   time.Time
+	cancelled   atomic.Bool
+	sendTimeout time.Duration
+
+	// sent counts the bytes of the current request the kernel accepted.
+	sent int64
+	// headBudget is how many more bytes may be read before the response
+	// head is complete; negative: no limit (reading a body).
+	headBudget int
+	// body wraps the client's request body while it is being sent.
+	body clientBody
+}
+
+// MaxResponseHead caps an upstream's response head, interim 1xx heads
+// included. Past it the answer is 502 and the connection is closed, so an
+// app's runaway header cannot exhaust the router's memory.
+const MaxResponseHead = 64 << 10
+
+// errResponseHeadTooLarge is returned by the connection's reader when a
+// response head outgrows MaxResponseHead.
+var errResponseHeadTooLarge = errors.New("response head larger than 64 KB")
+
+// Read feeds the response reader, within headBudget while a head is read.
+func (pc *pconn) Read(p []byte) (int, error) {
+	if pc.headBudget >= 0 {
+		if pc.headBudget == 0 {
+			return 0, errResponseHeadTooLarge
+		}
+		p = p[:min(len(p), pc.headBudget)]
+	}
+	n, err := pc.conn.Read(p)
+	if pc.headBudget >= 0 {
+		pc.headBudget -= n
+	}
+	return n, err
+}
+
+// Write feeds the connection from the request writer. Each write gets a
+// fresh send deadline, so UPSTREAM_SEND_TIMEOUT bounds a stall, not the
+// whole upload.
+func (pc *pconn) Write(p []byte) (int, error) {
+	if pc.sendTimeout > 0 {
+		pc.setDeadline(pc.conn.SetWriteDeadline, time.Now().Add(pc.sendTimeout))
+	}
+	n, err := pc.conn.Write(p)
+	pc.sent += int64(n)
+	return n, err
+}
+
+// setDeadline sets a deadline without undoing a cancellation: once the
+// client has gone, every deadline stays in the past.
+func (pc *pconn) setDeadline(set func(time.Time) error, t time.Time) {
+	set(t)
+	if pc.cancelled.Load() {
+		pc.conn.SetDeadline(aLongTimeAgo)
+	}
+}
+
+// clientBody is the client's request body on its way upstream. It records
+// the client's own read errors, so a body the client broke is never taken
+// for the app's failure, and it sends the request head before reading the
+// first byte of the body: if a reused connection turns out dead, the body
+// is still unread and the request can go on a new connection.
+type clientBody struct {
+	io.ReadCloser
+	pc       *pconn
+	started  bool
+	err      error // the client's read error, if any
+	flushErr error // the head could not be sent
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	if !b.started {
+		b.started = true
+		if err := b.pc.bw.Flush(); err != nil {
+			b.flushErr = err
+			return 0, err
+		}
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // aLongTimeAgo is a deadline that has passed: setting it interrupts any
@@ -62,40 +156,78 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	trace := httptrace.ContextClientTrace(ctx)
 	key := connKey{req.URL.Scheme, req.URL.Host}
-	if trace != nil && trace.GetConn != nil {
-		trace.GetConn(req.URL.Host)
-	}
-	pc, reused, err := t.conn(ctx, key)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	for fresh := false; ; fresh = true {
+		if trace != nil && trace.GetConn != nil {
+			trace.GetConn(req.URL.Host)
 		}
-		return nil, err
+		pc, reused, err := t.conn(ctx, key, fresh)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, &failure{health.Client, ctx.Err()}
+			}
+			return nil, &failure{health.Connect, err}
+		}
+		if trace != nil && trace.GotConn != nil {
+			trace.GotConn(httptrace.GotConnInfo{Conn: pc.conn, Reused: reused})
+		}
+		resp, err := t.send(ctx, pc, reused, req, trace)
+		if f, ok := err.(*failure); ok && f.class == health.StaleConn && !fresh {
+			// Nothing reached the app: say so, and send on a new connection.
+			if trace != nil && trace.WroteRequest != nil {
+				trace.WroteRequest(httptrace.WroteRequestInfo{Err: f})
+			}
+			continue
+		}
+		return resp, err
 	}
-	if trace != nil && trace.GotConn != nil {
-		trace.GotConn(httptrace.GotConnInfo{Conn: pc.conn, Reused: reused})
-	}
+}
+
+// send writes the request on pc and reads the response head.
+func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	// The client leaving interrupts whatever this connection is doing.
 	stop := context.AfterFunc(ctx, func() {
 		pc.cancelled.Store(true)
 		pc.conn.SetDeadline(aLongTimeAgo)
 	})
-	fail := func(err error) (*http.Response, error) {
+	fail := func(class health.Class, err error) (*http.Response, error) {
 		stop()
 		pc.conn.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if pc.cancelled.Load() || ctx.Err() != nil {
+			class, err = health.Client, context.Canceled
 		}
-		return nil, err
+		return nil, &failure{class, err}
 	}
 
-	if t.responseHeaderTimeout > 0 {
-		pc.conn.SetReadDeadline(time.Now().Add(t.responseHeaderTimeout))
+	pc.sent, pc.sendTimeout = 0, t.sendTimeout
+	body := req.Body
+	if body != nil && body != http.NoBody {
+		pc.body = clientBody{ReadCloser: body, pc: pc}
+		req.Body = &pc.body
 	}
 	werr := req.Write(pc.bw)
 	if werr == nil {
 		werr = pc.bw.Flush()
 	}
+	req.Body = body
+	if err := pc.body.err; err != nil {
+		// The client's body failed: there is no request to answer, and
+		// nothing to wait for.
+		pc.body = clientBody{}
+		return fail(health.Client, &clientBodyError{err})
+	}
+	pc.body = clientBody{}
+	if werr != nil && reused && pc.sent == 0 {
+		return fail(health.StaleConn, werr)
+	}
+
+	// UPSTREAM_TIMEOUT runs from the moment the whole request was sent, as
+	// net/http's ResponseHeaderTimeout does: a slow upload is not a slow
+	// app. An app may also have answered before reading everything (413 to
+	// a large upload), so a failed write still looks for its answer.
+	if t.responseHeaderTimeout > 0 {
+		pc.setDeadline(pc.conn.SetReadDeadline, time.Now().Add(t.responseHeaderTimeout))
+	}
+	pc.headBudget = MaxResponseHead
 	resp, err := http.ReadResponse(pc.br, req)
 	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 		// Informational responses (103 Early Hints) go to the client,
@@ -105,18 +237,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err = http.ReadResponse(pc.br, req)
 	}
+	pc.headBudget = -1
 	if err != nil {
-		if werr != nil {
-			err = werr
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && !pc.cancelled.Load() {
-			err = errResponseHeaderTimeout
-		}
-		return fail(err)
+		return fail(classifyReadError(err, werr, reused && pc.sent == 0), err)
 	}
-	// An upstream may answer before it has read the whole request (413 to
-	// a large upload): the answer stands, the connection does not.
+	// The answer stands, the connection does not, when the request was not
+	// sent whole.
 	reusable := werr == nil && !resp.Close && !req.Close
 	pc.conn.SetReadDeadline(time.Time{})
 	if pc.cancelled.Load() {
@@ -128,32 +254,72 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = upgradedConn{Reader: pc.br, Writer: pc.conn, conn: pc.conn, stop: stop}
 		return resp, nil
 	}
-	body := &pooledBody{ReadCloser: resp.Body, t: t, pc: pc, stop: stop, reusable: reusable}
+	pooled := &pooledBody{ReadCloser: resp.Body, t: t, pc: pc, stop: stop, reusable: reusable}
 	if resp.Body == http.NoBody {
-		body.release(true)
+		pooled.release(true)
 		return resp, nil
 	}
-	resp.Body = body
+	resp.Body = pooled
 	return resp, nil
 }
 
-// errResponseHeaderTimeout is a timeout, as net/http's own is.
-var errResponseHeaderTimeout error = timeoutError{"timeout awaiting response headers"}
+// classifyReadError names the failure behind a response head that could not
+// be read. werr is the error writing the request, if any; unsent reports
+// that a reused connection took none of the request's bytes.
+func classifyReadError(err, werr error, unsent bool) health.Class {
+	switch {
+	case isTimeout(err) || isTimeout(werr):
+		// No head in time, or the app stopped reading the request.
+		return health.Timeout
+	case unsent:
+		return health.StaleConn
+	case errors.Is(err, errResponseHeadTooLarge):
+		return health.BadResponse
+	case werr != nil || isConnectionError(err):
+		return health.Reset
+	}
+	return health.BadResponse
+}
 
-type timeoutError struct{ s string }
+// isConnectionError reports whether err is the connection ending or
+// breaking, as opposed to bytes that do not parse as a response.
+func isConnectionError(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
 
-func (e timeoutError) Error() string   { return e.s }
-func (e timeoutError) Timeout() bool   { return true }
-func (e timeoutError) Temporary() bool { return true }
+func isTimeout(err error) bool {
+	var ne net.Error
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
+}
 
-// conn returns a live idle connection to key, or a new one.
-func (t *transport) conn(ctx context.Context, key connKey) (*pconn, bool, error) {
-	for {
+// clientBodyError is a failure to read the client's request body.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// malformed reports whether the client sent a body that does not parse
+// (bad chunked framing), as opposed to one it stopped sending.
+func (e *clientBodyError) malformed() bool {
+	var ne net.Error
+	return !errors.Is(e.err, io.ErrUnexpectedEOF) && !errors.Is(e.err, io.EOF) && !errors.As(e.err, &ne) &&
+		!errors.Is(e.err, context.Canceled)
+}
+
+// conn returns a live idle connection to key, or a new one (always a new
+// one with fresh set).
+func (t *transport) conn(ctx context.Context, key connKey, fresh bool) (*pconn, bool, error) {
+	for !fresh {
 		pc := t.popIdle(key)
 		if pc == nil {
 			break
 		}
 		if time.Since(pc.idleSince) < t.idleTimeout && pc.alive() {
+			if t.afterPeek != nil {
+				t.afterPeek(pc)
+			}
 			return pc, true, nil
 		}
 		pc.conn.Close()
@@ -233,7 +399,14 @@ func (t *transport) dial(ctx context.Context, key connKey) (*pconn, error) {
 		}
 		conn = tc
 	}
-	return &pconn{key: key, conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
+	return newPconn(key, conn, raw), nil
+}
+
+func newPconn(key connKey, conn, raw net.Conn) *pconn {
+	pc := &pconn{key: key, conn: conn, raw: raw, headBudget: -1}
+	pc.br = bufio.NewReaderSize(pc, 4<<10)
+	pc.bw = bufio.NewWriterSize(pc, 4<<10)
+	return pc
 }
 
 // alive reports whether an idle connection is still open: the upstream may

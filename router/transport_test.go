@@ -1,10 +1,18 @@
 package router
 
 import (
-	"bufio"
+	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/splitapp/router/health"
 )
 
 func pipePconn(t *testing.T) (*pconn, net.Conn) {
@@ -25,7 +33,7 @@ func pipePconn(t *testing.T) (*pconn, net.Conn) {
 	}
 	server := <-accepted
 	t.Cleanup(func() { c.Close(); server.Close() })
-	return &pconn{key: connKey{"http", "x"}, conn: c, raw: c, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}, server
+	return newPconn(connKey{"http", "x"}, c, c), server
 }
 
 func TestAliveSeesTheUpstreamClose(t *testing.T) {
@@ -35,14 +43,17 @@ func TestAliveSeesTheUpstreamClose(t *testing.T) {
 		t.Fatal("an open idle connection is reported dead")
 	}
 	server.Write([]byte("HTTP/1.1 200 OK\r\n")) // bytes nobody asked for
-	time.Sleep(20 * time.Millisecond)
-	if pc.alive() {
-		t.Error("a connection with unsolicited bytes is reported alive")
+	deadline := time.Now().Add(2 * time.Second)
+	for pc.alive() {
+		if time.Now().After(deadline) {
+			t.Fatal("a connection with unsolicited bytes is still reported alive")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 
 	pc2, server2 := pipePconn(t)
 	server2.Close()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline = time.Now().Add(2 * time.Second)
 	for pc2.alive() {
 		if time.Now().After(deadline) {
 			t.Fatal("a connection the upstream closed is still reported alive")
@@ -76,5 +87,91 @@ func TestPoolIsAStackThatDropsExpiredConnections(t *testing.T) {
 	tr.put(e)
 	if tr.popIdle(connKey{"http", "x"}) != nil {
 		t.Error("a closed transport pooled a connection")
+	}
+}
+
+// TestStaleConnectionIsReplaced: an idle connection the app resets after
+// the liveness check and before the request is written. Nothing was sent,
+// so the request, a write with a body included, goes once on a new
+// connection and succeeds; the trace hears of the stale connection.
+func TestStaleConnectionIsReplaced(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	serverConns := map[string]net.Conn{}
+	received := map[string]int{}
+	app := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		received[r.Method+" "+string(body)]++
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	}))
+	app.Config.ConnState = func(c net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			mu.Lock()
+			serverConns[c.RemoteAddr().String()] = c
+			mu.Unlock()
+		}
+	}
+	app.Start()
+	defer app.Close()
+
+	tr := newTransport(time.Second, 5*time.Second, false)
+	defer tr.CloseIdleConnections()
+	resetOnReuse := false
+	tr.afterPeek = func(pc *pconn) {
+		if !resetOnReuse {
+			return
+		}
+		mu.Lock()
+		sc := serverConns[pc.conn.LocalAddr().String()]
+		mu.Unlock()
+		sc.(*net.TCPConn).SetLinger(0) // close with a reset
+		sc.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for pc.alive() { // wait for the reset to arrive
+			if time.Now().After(deadline) {
+				t.Fatal("the reset never reached the router's side")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	send := func(method, body string) (*http.Response, []health.Class) {
+		var stale []health.Class
+		trace := &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if f, ok := info.Err.(*failure); ok {
+				stale = append(stale, f.class)
+			}
+		}}
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, app.URL+"/items", rd)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s %q: %v", method, body, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, stale
+	}
+	for _, tc := range []struct{ method, body string }{{"POST", "x=1"}, {"DELETE", ""}, {"POST", strings.Repeat("y", 20000)}} {
+		resetOnReuse = false
+		send("GET", "") // leaves an idle connection in the pool
+		resetOnReuse = true
+		resp, stale := send(tc.method, tc.body)
+		if resp.StatusCode != 200 {
+			t.Errorf("%s on a stale connection: %d, want 200", tc.method, resp.StatusCode)
+		}
+		if len(stale) != 1 || stale[0] != health.StaleConn {
+			t.Errorf("%s: trace saw %v, want one stale_conn", tc.method, stale)
+		}
+		mu.Lock()
+		n := received[tc.method+" "+tc.body]
+		mu.Unlock()
+		if n != 1 {
+			t.Errorf("%s reached the app %d times, want exactly 1", tc.method, n)
+		}
 	}
 }

@@ -66,14 +66,47 @@ func startLoad(url string, clients int) *load {
 
 func (l *load) finish(t *testing.T) {
 	t.Helper()
+	l.finishAllowing(t, 0)
+}
+
+// finishAllowing stops the load and fails the test if more than the given
+// share of GETs failed.
+func (l *load) finishAllowing(t *testing.T, share float64) {
+	t.Helper()
 	close(l.stop)
 	l.wg.Wait()
-	t.Logf("load: %d GETs succeeded, %d failed", l.ok.Load(), l.failed.Load())
-	if n := l.failed.Load(); n != 0 {
-		t.Errorf("%d GETs failed under load (first: %v), want 0", n, l.firstErr.Load())
+	ok, failed := l.ok.Load(), l.failed.Load()
+	t.Logf("load: %d GETs succeeded, %d failed", ok, failed)
+	if float64(failed) > share*float64(ok+failed) {
+		t.Errorf("%d of %d GETs failed under load (first: %v), want at most %.0f%%", failed, ok+failed, l.firstErr.Load(), share*100)
 	}
-	if l.ok.Load() == 0 {
+	if ok == 0 {
 		t.Error("no GET succeeded")
+	}
+}
+
+// succeeded waits until the load has had n more successful GETs.
+func (l *load) succeeded(t *testing.T, n int64) {
+	t.Helper()
+	target := l.ok.Load() + n
+	deadline := time.Now().Add(20 * time.Second)
+	for l.ok.Load() < target {
+		if time.Now().After(deadline) {
+			t.Fatalf("the load did not get %d more GETs through in 20 s", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -107,13 +140,13 @@ func TestReplicaCrashAndRecovery(t *testing.T) {
 	aName := regexp.QuoteMeta(strings.TrimPrefix(a.URL, "http://"))
 
 	l := startLoad(rt.URL+"/items", 8)
-	time.Sleep(300 * time.Millisecond) // let the load settle on both replicas
+	waitFor(t, "the load to reach both replicas", func() bool { return a.count() > 0 && b.count() > 0 })
 	a.crash()
 	if _, ok := rt.waitLog(`msg="upstream down" backend=`+aName, 5*time.Second); !ok {
 		t.Fatal("crashed replica never marked down")
 	}
 	before := a.count()
-	time.Sleep(500 * time.Millisecond)
+	l.succeeded(t, 400)
 	l.finish(t)
 	if n := a.count(); n != before {
 		t.Errorf("the crashed replica still received %d requests", n-before)
@@ -231,21 +264,26 @@ func hungListener(t *testing.T) string {
 	return "http://" + ln.Addr().String()
 }
 
+// TestHungReplica: a replica that accepts connections and never answers.
+// A timeout is not retried, so the reads sent there before it is taken out
+// fail; it is taken out after EJECT_AFTER_FAILURES timeouts (or by its
+// failing health checks), and the reads after that succeed.
 func TestHungReplica(t *testing.T) {
 	t.Parallel()
 	primary, b := newUpstream(t, "primary"), newUpstream(t, "b")
 	hung := hungListener(t)
 	env := healthEnv(primary, b)
 	env["REPLICA_URLS"] = hung + "," + b.URL
-	env["UPSTREAM_TIMEOUT"] = "500ms"
+	env["UPSTREAM_TIMEOUT"] = "1s"
 	rt := startRouter(t, env)
 
+	start := time.Now()
 	l := startLoad(rt.URL+"/items", 4)
-	if _, ok := rt.waitLog(`msg="upstream (ejected|down)" backend=`+regexp.QuoteMeta(strings.TrimPrefix(hung, "http://")), 5*time.Second); !ok {
+	if _, ok := rt.waitLog(`msg="upstream (ejected|down)" backend=`+regexp.QuoteMeta(strings.TrimPrefix(hung, "http://")), 10*time.Second); !ok {
 		t.Fatal("hung replica was never taken out")
 	}
-	time.Sleep(300 * time.Millisecond)
-	l.finish(t)
+	time.Sleep(time.Until(start.Add(6 * time.Second))) // 4 clients for 6 s
+	l.finishAllowing(t, 0.05)
 	resp, _, id := do(t, "GET", rt.URL+"/items", nil, nil)
 	if resp.StatusCode != 200 || field(rt.logFor(id), "retries") != "0" {
 		t.Errorf("read after the hung replica was taken out: %d, log %q; want 200 without retry", resp.StatusCode, rt.logFor(id))
@@ -318,15 +356,12 @@ func TestWritesAreNeverRepeated(t *testing.T) {
 		}
 	}
 	primary.handle(die)
-	env := healthEnv(primary, replica)
-	env["EJECT_DURATION"] = "1ms"
-	rt := startRouter(t, env)
+	rt := startRouter(t, healthEnv(primary, replica))
 	for _, method := range []string{"POST", "PATCH", "DELETE", "PUT"} {
 		// Warm a pooled connection first: a reused connection is where a
 		// transport is most tempted to retry.
 		primary.handle(nil)
 		do(t, method, rt.URL+"/warm", strings.NewReader("x"), nil)
-		time.Sleep(5 * time.Millisecond)
 		primary.handle(die)
 		resp, _, id := do(t, method, rt.URL+"/items/1", strings.NewReader(`{"n":1}`), nil)
 		if resp.StatusCode != http.StatusBadGateway {
@@ -335,7 +370,16 @@ func TestWritesAreNeverRepeated(t *testing.T) {
 		if n := len(primary.received(id)); n != 1 {
 			t.Errorf("%s reached the primary %d times, want exactly 1", method, n)
 		}
-		time.Sleep(5 * time.Millisecond) // let the 1ms ejection pass
+		if f := field(rt.logFor(id), "failure"); f != "reset" {
+			t.Errorf("%s whose connection died logged failure=%q, want reset", method, f)
+		}
+		// One broken request says nothing about the primary: the next
+		// write, at once, goes through.
+		primary.handle(nil)
+		resp, _, _ = do(t, method, rt.URL+"/items/2", strings.NewReader("x"), nil)
+		if resp.StatusCode != 200 || resp.Header.Get("X-Served-By") != "primary" {
+			t.Errorf("%s right after a broken one: %d from %q, want 200 from the primary", method, resp.StatusCode, resp.Header.Get("X-Served-By"))
+		}
 	}
 
 	// A GET in the same trouble on a replica is retried and succeeds.

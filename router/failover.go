@@ -1,0 +1,181 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/splitapp/router/health"
+)
+
+// This file is the failure policy: what a failed attempt means, whom it
+// counts against, and where the request goes next. It is the only place,
+// after the plan, where a request's route changes.
+//
+//	class         retried?                                counts against the app
+//	connect       reads: another replica, then the primary  a replica is ejected at once
+//	stale_conn    any request, on a new connection          no (a pooling race)
+//	reset         reads, as connect                         EJECT_AFTER_FAILURES in a row
+//	timeout       never: one 504 after one UPSTREAM_TIMEOUT  EJECT_AFTER_FAILURES in a row
+//	bad_response  never: 502                                EJECT_AFTER_FAILURES in a row
+//	aborted       never: the response had begun             EJECT_AFTER_FAILURES in a row
+//	client        never: 400, or 499 and the connection cut never
+//
+// The primary is never ejected passively (see health.RecordFailure).
+
+// failure is a failed attempt: its class and the error behind it.
+type failure struct {
+	class health.Class
+	err   error
+}
+
+func (f *failure) Error() string { return f.class.String() + ": " + f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+// errMidBody stands for an upstream that stopped in the middle of a
+// response body: ReverseProxy aborts the handler and keeps the error.
+var errMidBody = errors.New("connection ended mid-response")
+
+// verdict is the router's own answer to a request no upstream answered.
+type verdict struct {
+	status     int
+	code, desc string
+	retryAfter string
+}
+
+var (
+	verdictTimeout     = verdict{http.StatusGatewayTimeout, codeUpstreamTimeout, "upstream did not answer in time", ""}
+	verdictUnreachable = verdict{http.StatusBadGateway, codeUpstreamError, "upstream unreachable or connection broken", ""}
+	verdictMalformed   = verdict{http.StatusBadGateway, codeUpstreamBadResponse, "upstream sent a malformed response", ""}
+	verdictHeadTooBig  = verdict{http.StatusBadGateway, codeUpstreamBadResponse, "upstream sent a response head over 64 KB", ""}
+	verdictBadBody     = verdict{http.StatusBadRequest, codeClientError, "request body malformed", ""}
+	verdictClientGone  = verdict{statusClientClosed, codeClientGone, "client left before the response", ""}
+	verdictNoPrimary   = verdict{http.StatusServiceUnavailable, codeUnavailable, "primary unavailable", "5"}
+	verdictBusy        = verdict{http.StatusServiceUnavailable, codeUnavailable, "primary busy with fallback reads", "1"}
+)
+
+// proxyError is ReverseProxy's ErrorHandler: it runs when an attempt got
+// no response head. It only notes the failure; ServeHTTP's loop asks
+// failover what it means.
+func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	ex := w.(*exchange)
+	ex.failure = asFailure(err, r.Context())
+}
+
+// asFailure types an error from ReverseProxy: the transport's own failures
+// as they are, a replay request as errReplay, and ReverseProxy's few
+// errors of its own (a bad upgrade answer) as bad responses.
+func asFailure(err error, ctx context.Context) *failure {
+	var f *failure
+	switch {
+	case errors.As(err, &f):
+		return f
+	case errors.Is(err, errReplay):
+		return &failure{health.NoFailure, err}
+	case ctx.Err() != nil:
+		return &failure{health.Client, ctx.Err()}
+	}
+	return &failure{health.BadResponse, err}
+}
+
+// failover handles a failed attempt on ex.backend: it records the evidence
+// and returns the backend to try next or, with none, the answer to give.
+func (rt *Router) failover(ex *exchange) (*backend, verdict) {
+	f := ex.failure
+	ex.failure = nil
+	if errors.Is(f.err, errReplay) {
+		// Not the replica's failure: the app wrote, or would have.
+		if !rt.primary.up.Available() {
+			return nil, verdictNoPrimary
+		}
+		ex.decision.Role, ex.decision.Reason, ex.decision.Pin = health.Primary, ReasonReplay, true
+		return rt.primary, verdict{}
+	}
+	if ex.req.Context().Err() != nil {
+		f.class = health.Client
+	}
+	ex.failed = f.class
+	rt.recordFailure(ex.backend, f)
+
+	switch f.class {
+	case health.Client:
+		var be *clientBodyError
+		if errors.As(f.err, &be) && be.malformed() && ex.req.Context().Err() == nil {
+			return nil, verdictBadBody
+		}
+		return nil, verdictClientGone
+	case health.Timeout:
+		// A slow endpoint is slow everywhere: trying it elsewhere would
+		// multiply its load and the client's wait.
+		return nil, verdictTimeout
+	case health.BadResponse:
+		if errors.Is(f.err, errResponseHeadTooLarge) {
+			return nil, verdictHeadTooBig
+		}
+		return nil, verdictMalformed
+	}
+	// Connect, StaleConn, Reset: the request may not have been served.
+	next, refused := rt.retryTarget(ex)
+	if next == nil {
+		if refused.status != 0 {
+			return nil, refused
+		}
+		return nil, verdictUnreachable
+	}
+	ex.retries++
+	return next, verdict{}
+}
+
+// recordFailure counts a failure against b and reports any ejection.
+func (rt *Router) recordFailure(b *backend, f *failure) {
+	if ev, changed := b.up.RecordFailure(f.class, f.err.Error()); changed {
+		rt.onEvent(ev)
+	}
+}
+
+// maxRetries bounds the attempts of one read: another replica, then the
+// primary.
+const maxRetries = 2
+
+// retryTarget returns where a read that may not have been served should go
+// next, or nil. Only safe methods without a body are repeated: for those,
+// sending twice cannot do harm, and nothing reached the client yet. A read
+// that failed on a replica goes to another replica once, then to the
+// primary; a pinned read released to a follower goes only to another
+// follower that has the write, or to the primary; a pinned read whose
+// primary failed goes to a replica, as it would while the primary is down.
+// When the spillover guard keeps the read off the primary, refused is its
+// answer.
+func (rt *Router) retryTarget(ex *exchange) (next *backend, refused verdict) {
+	r := ex.req
+	if ex.retries >= maxRetries || !IsSafe(r.Method) || r.ContentLength != 0 || len(r.TransferEncoding) > 0 || isUpgrade(r.Header) {
+		return nil, verdict{}
+	}
+	switch {
+	case ex.decision.Reason == ReasonCaughtUp:
+		if b := rt.replicas.pickCaughtUp(ex.pinLSN, ex.backend); b != nil && ex.retries == 0 {
+			return b, verdict{}
+		}
+		if rt.primary.up.Available() {
+			return rt.primary, verdict{}
+		}
+	case ex.backend.up.Role == health.Replica:
+		if ex.retries == 0 {
+			if b := rt.replicas.pick(ex.backend); b != nil {
+				return b, verdict{}
+			}
+		}
+		if rt.primary.up.Available() {
+			if v, ok := rt.admitFallback(ex); !ok {
+				return nil, v
+			}
+			return rt.primary, verdict{}
+		}
+	case ex.decision.Reason == ReasonPinned:
+		if b := rt.replicas.pick(nil); b != nil {
+			ex.decision.Reason = ReasonPrimaryDown
+			return b, verdict{}
+		}
+	}
+	return nil, verdict{}
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+
+	"github.com/splitapp/router/config"
+	"github.com/splitapp/router/health"
+)
+
+// upstreams are the primary and the replicas, sharing one health policy.
+type upstreams struct {
+	primary  *health.Upstream
+	replicas []*health.Upstream
+	all      []*health.Upstream // the primary first
+	logger   *slog.Logger
+}
+
+func newUpstreams(cfg config.Config, logger *slog.Logger) *upstreams {
+	policy := &health.Policy{
+		Fall:               cfg.HealthFall,
+		Rise:               cfg.HealthRise,
+		EjectFor:           cfg.EjectDuration,
+		EjectAfterFailures: cfg.EjectAfterFailures,
+		EjectAfter5xx:      cfg.EjectAfter5xx,
+		MaxLag:             cfg.MaxReplicaLag,
+	}
+	u := &upstreams{logger: logger}
+	u.primary = health.NewUpstream(cfg.PrimaryURL, health.Primary, 1, policy)
+	u.replicas = make([]*health.Upstream, len(cfg.Replicas))
+	for i, r := range cfg.Replicas {
+		u.replicas[i] = health.NewUpstream(r.URL, health.Replica, r.Weight, policy)
+	}
+	u.all = append([]*health.Upstream{u.primary}, u.replicas...)
+	// Names label logs and metrics; two upstreams on one host (an app listed
+	// twice, or the primary and a replica behind one address) get "#2", "#3".
+	seen := map[string]int{}
+	for _, up := range u.all {
+		if seen[up.Name]++; seen[up.Name] > 1 {
+			up.Name += "#" + strconv.Itoa(seen[up.Name])
+		}
+	}
+	return u
+}
+
+// logEvent logs a change of an upstream's state: warnings when it leaves
+// rotation, information when it comes back.
+func (u *upstreams) logEvent(ev health.Event) {
+	level, msg := slog.LevelWarn, "upstream "+ev.Kind
+	switch ev.Kind {
+	case "up", "caught up", "replication known":
+		level = slog.LevelInfo
+	}
+	attrs := []any{"backend", ev.Upstream.Name, "role", ev.Upstream.Role.String(), "cause", ev.Cause}
+	if ev.For > 0 {
+		attrs = append(attrs, "for", ev.For.String())
+	}
+	u.logger.Log(context.Background(), level, msg, attrs...)
+}
