@@ -199,11 +199,13 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 			window.Add(s)
 		},
 		Admin: router.NewAdmin(router.AdminOptions{
-			Token:     cfg.AdminToken,
-			Metrics:   metricsHandler,
-			Upstreams: ups.all,
-			Window:    window,
-			Started:   time.Now(),
+			Token:         cfg.AdminToken,
+			Metrics:       metricsHandler,
+			Upstreams:     ups.all,
+			Window:        window,
+			Started:       time.Now(),
+			Logger:        logger,
+			OnAuthFailure: m.AdminAuthFailed,
 		}),
 	})
 	defer rt.Close()

@@ -117,11 +117,15 @@ func (p *Pinner) Verify(token string) (pin Pin, ok bool) {
 // FromRequest returns the pin in the request's cookie, if any. A request
 // without the cookie costs no allocation.
 func (p *Pinner) FromRequest(r *http.Request) (Pin, bool) {
-	token, found := lookup(r.Header["Cookie"], p.name)
-	if !found {
-		return Pin{}, false
-	}
-	return p.Verify(token)
+	// Every cookie of the name is tried: a junk one placed first (a sibling
+	// subdomain's, or a stale path's) must not hide a valid pin behind it.
+	var pin Pin
+	found := lookup(r.Header["Cookie"], p.name, func(token string) bool {
+		var ok bool
+		pin, ok = p.Verify(token)
+		return ok
+	})
+	return pin, found
 }
 
 // SetCookie adds a Set-Cookie header carrying token to h. Max-Age is the
@@ -147,7 +151,7 @@ func (p *Pinner) SetCookie(h http.Header, token string, ttl time.Duration, secur
 // cookies as they were. The app never sees the router's cookie.
 func (p *Pinner) Strip(h http.Header) {
 	lines := h["Cookie"]
-	if _, found := lookup(lines, p.name); !found {
+	if !lookup(lines, p.name, func(string) bool { return true }) {
 		return
 	}
 	kept := lines[:0:0]
@@ -170,9 +174,10 @@ func (p *Pinner) Strip(h http.Header) {
 	h["Cookie"] = kept
 }
 
-// lookup finds the value of the named cookie in Cookie header lines without
-// allocating. A cookie sent more than once yields its first value.
-func lookup(lines []string, name string) (value string, found bool) {
+// lookup calls try with each value of the named cookie in Cookie header
+// lines, in order, until try accepts one, and reports whether one was
+// accepted. It allocates nothing.
+func lookup(lines []string, name string, try func(value string) bool) bool {
 	for _, line := range lines {
 		for line != "" {
 			var part string
@@ -183,9 +188,11 @@ func lookup(lines []string, name string) (value string, found bool) {
 				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
 					v = v[1 : len(v)-1]
 				}
-				return v, true
+				if try(v) {
+					return true
+				}
 			}
 		}
 	}
-	return "", false
+	return false
 }

@@ -192,3 +192,28 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestAnyValidPinCounts: a junk cookie of the same name placed first, as a
+// sibling subdomain's cookie is, does not cancel a valid pin after it.
+func TestAnyValidPinCounts(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	p := newPinner(t, c, keyA)
+	token, _ := p.Sign(5*time.Second, 7)
+	for _, header := range [][]string{
+		{"router_pin=junk; router_pin=" + token},
+		{"router_pin=junk", "other=1; router_pin=" + token},
+		{`router_pin="forged"; a=b; router_pin=` + token + "; c=d"},
+	} {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.Header["Cookie"] = header
+		if pin, ok := p.FromRequest(r); !ok || pin.LSN != 7 {
+			t.Errorf("Cookie %q: pin %+v ok=%v, want the valid one", header, pin, ok)
+		}
+	}
+	r, _ := http.NewRequest("GET", "/", nil)
+	r.Header["Cookie"] = []string{"router_pin=junk; router_pin=alsojunk"}
+	if _, ok := p.FromRequest(r); ok {
+		t.Error("two junk pins verified")
+	}
+}

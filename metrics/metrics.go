@@ -39,6 +39,7 @@ type Metrics struct {
 	retries    prometheus.Counter
 	released   prometheus.Counter
 	replays    prometheus.Counter
+	authFails  prometheus.Counter
 	checks     *prometheus.HistogramVec
 
 	// byLabels caches requests' children: [upstream][reason][method][class].
@@ -82,6 +83,10 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 			Name: "router_pins_released_early_total",
 			Help: "Pinned reads served by a follower that had replayed the client's write, before the pin's TTL.",
 		}),
+		authFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "router_admin_auth_failures_total",
+			Help: "Requests to /_router/ endpoints refused for a missing or wrong ADMIN_TOKEN.",
+		}),
 		replays: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "router_replays_total",
 			Help: "Reads a read-only app handed back with X-Router-Replay, replayed on the primary.",
@@ -93,7 +98,7 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 		}, []string{"backend"}),
 		checksBy: map[*health.Upstream]prometheus.Observer{},
 	}
-	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.retries, m.released, m.replays, m.checks,
+	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.retries, m.released, m.replays, m.authFails, m.checks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Inflight != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -149,6 +154,9 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 	}
 	return m
 }
+
+// AdminAuthFailed counts a refused admin request.
+func (m *Metrics) AdminAuthFailed() { m.authFails.Inc() }
 
 // Observe records a finished request.
 func (m *Metrics) Observe(s stats.Sample) {

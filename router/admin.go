@@ -3,9 +3,11 @@ package router
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -26,6 +28,11 @@ type AdminOptions struct {
 	Window    *stats.Window
 	// Started is when the router started, shown on the status page.
 	Started time.Time
+	// Logger receives one line per client per second of failed
+	// authentication. If nil, slog.Default().
+	Logger *slog.Logger
+	// OnAuthFailure, if set, is told of every failed authentication.
+	OnAuthFailure func()
 }
 
 // NewAdmin returns the handler for the router's own paths under /_router/.
@@ -37,7 +44,7 @@ func NewAdmin(o AdminOptions) http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	r.Group(func(r chi.Router) {
-		r.Use(requireToken(o.Token))
+		r.Use(requireToken(o.Token, newAuthFailureLog(o.Logger, o.OnAuthFailure)))
 		if o.Metrics != nil {
 			r.Get("/_router/metrics", o.Metrics.ServeHTTP)
 		}
@@ -76,7 +83,7 @@ func NewAdmin(o AdminOptions) http.Handler {
 // or as the password of HTTP basic auth (any user name), so both Prometheus
 // and a browser can authenticate. Without a token configured, the guarded
 // endpoints do not exist.
-func requireToken(token string) func(http.Handler) http.Handler {
+func requireToken(token string, failed *authFailureLog) func(http.Handler) http.Handler {
 	// Comparing fixed-length digests keeps the comparison constant-time
 	// whatever the length of the guess.
 	want := sha256.Sum256([]byte(token))
@@ -94,6 +101,7 @@ func requireToken(token string) func(http.Handler) http.Handler {
 			}
 			got := sha256.Sum256([]byte(given))
 			if given == "" || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+				failed.record(clientAddr(r.Header["X-Forwarded-For"], r.RemoteAddr), r.URL.Path)
 				w.Header().Set("WWW-Authenticate", `Basic realm="router", charset="UTF-8"`)
 				http.Error(w, "401 Unauthorized: send ADMIN_TOKEN as a bearer token or basic-auth password", http.StatusUnauthorized)
 				return
@@ -101,4 +109,60 @@ func requireToken(token string) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// authFailureLog reports failed admin authentication: every failure is
+// counted, and each client gets at most one log line a second, carrying how
+// many failures it stands for. Guessing a random 16-byte token is hopeless,
+// so there is no rate limit; the line and the counter make an attempt
+// visible without letting it flood the log.
+type authFailureLog struct {
+	logger    *slog.Logger
+	onFailure func()
+	now       func() time.Time
+
+	mu      sync.Mutex
+	clients map[string]*authFailures
+}
+
+type authFailures struct {
+	logged  time.Time // when the client's last line was written
+	pending int       // failures since then
+}
+
+// maxAuthClients bounds the clients remembered between lines; past it the
+// memory is cleared, at worst logging a line early.
+const maxAuthClients = 4096
+
+func newAuthFailureLog(logger *slog.Logger, onFailure func()) *authFailureLog {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if onFailure == nil {
+		onFailure = func() {}
+	}
+	return &authFailureLog{logger: logger, onFailure: onFailure, now: time.Now, clients: map[string]*authFailures{}}
+}
+
+func (l *authFailureLog) record(client, path string) {
+	l.onFailure()
+	now := l.now()
+	l.mu.Lock()
+	c := l.clients[client]
+	if c == nil {
+		if len(l.clients) >= maxAuthClients {
+			clear(l.clients)
+		}
+		c = &authFailures{}
+		l.clients[client] = c
+	}
+	c.pending++
+	if now.Sub(c.logged) < time.Second {
+		l.mu.Unlock()
+		return
+	}
+	n := c.pending
+	c.logged, c.pending = now, 0
+	l.mu.Unlock()
+	l.logger.Warn("admin authentication failed", "client", client, "path", path, "failures", n)
 }

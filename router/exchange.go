@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"time"
 
 	"github.com/splitapp/router/cookie"
@@ -224,7 +225,13 @@ func (rt *Router) currentLSN(ctx context.Context) uint64 {
 // isHTTPS reports whether the client reached the router, or the front
 // router before it, over HTTPS: the pin cookie is then Secure.
 func isHTTPS(r *http.Request) bool {
-	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
+	if r.TLS != nil {
+		return true
+	}
+	// Schemes compare case-insensitively (RFC 9110 §4.2.3); behind a chain
+	// of proxies the first value is the client's.
+	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	return strings.EqualFold(strings.TrimSpace(proto), "https")
 }
 
 // fail writes a short plain-text error naming the request id. It writes to

@@ -259,6 +259,13 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// connection that carried a chunked request once that request is
 		// answered: nothing pipelined behind it is ever read.
 		w.Header().Set("Connection", "close")
+	} else if r.ProtoAtLeast(1, 0) && !r.ProtoAtLeast(1, 1) {
+		// An HTTP/1.0 request with Transfer-Encoding is faulty, and its
+		// connection must close after it (RFC 9112 §6.1). net/http drops the
+		// header before the router could see it, so every HTTP/1.0
+		// connection closes after one request: nothing pipelined behind
+		// such a request is read.
+		w.Header().Set("Connection", "close")
 	}
 	if r.Method == http.MethodConnect {
 		w.Header().Set("Allow", "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE")

@@ -65,8 +65,12 @@ type pconn struct {
 	cancelled   atomic.Bool
 	sendTimeout time.Duration
 
-	// sent counts the bytes of the current request the kernel accepted.
-	sent int64
+	// sent counts the bytes of the current request the kernel accepted;
+	// writeErr is the first error writing it. Request.Write reports a
+	// failed write during the body as an opaque body error, so the
+	// connection's own error is kept here.
+	sent     int64
+	writeErr error
 	// headBudget is how many more bytes may be read before the response
 	// head is complete; negative: no limit (reading a body).
 	headBudget int
@@ -107,6 +111,9 @@ func (pc *pconn) Write(p []byte) (int, error) {
 	}
 	n, err := pc.conn.Write(p)
 	pc.sent += int64(n)
+	if err != nil && pc.writeErr == nil {
+		pc.writeErr = err
+	}
 	return n, err
 }
 
@@ -198,7 +205,7 @@ func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.
 		return nil, &failure{class, err}
 	}
 
-	pc.sent, pc.sendTimeout = 0, t.sendTimeout
+	pc.sent, pc.writeErr, pc.sendTimeout = 0, nil, t.sendTimeout
 	body := req.Body
 	if body != nil && body != http.NoBody {
 		pc.body = clientBody{ReadCloser: body, pc: pc}
@@ -209,6 +216,9 @@ func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.
 		werr = pc.bw.Flush()
 	}
 	req.Body = body
+	if pc.writeErr != nil {
+		werr = pc.writeErr
+	}
 	if err := pc.body.err; err != nil {
 		// The client's body failed: there is no request to answer, and
 		// nothing to wait for.
@@ -224,7 +234,12 @@ func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.
 	// net/http's ResponseHeaderTimeout does: a slow upload is not a slow
 	// app. An app may also have answered before reading everything (413 to
 	// a large upload), so a failed write still looks for its answer.
-	if t.responseHeaderTimeout > 0 {
+	switch {
+	case isTimeout(werr):
+		// The app stopped reading for UPSTREAM_SEND_TIMEOUT. An answer it
+		// gave first is already here; none will follow.
+		pc.setDeadline(pc.conn.SetReadDeadline, time.Now().Add(earlyAnswerGrace))
+	case t.responseHeaderTimeout > 0:
 		pc.setDeadline(pc.conn.SetReadDeadline, time.Now().Add(t.responseHeaderTimeout))
 	}
 	pc.headBudget = MaxResponseHead
@@ -262,6 +277,11 @@ func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.
 	resp.Body = pooled
 	return resp, nil
 }
+
+// earlyAnswerGrace is how long a request whose send stalled waits for an
+// answer the app may have sent before it stopped reading: such an answer is
+// already in the socket buffer, so a moment is enough.
+const earlyAnswerGrace = 100 * time.Millisecond
 
 // classifyReadError names the failure behind a response head that could not
 // be read. werr is the error writing the request, if any; unsent reports
