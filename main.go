@@ -194,6 +194,9 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		PrimaryReadPercent:    100 - cfg.ReadShare,
 		PrimaryReadLimit:      cfg.PrimaryReadLimit,
 		LSN:                   currentLSN,
+		LSNPinTTL:             cfg.LSNPinTTL,
+		ReplayReadErrors:      cfg.ReplayReadErrors,
+		ReplayLearnTTL:        cfg.ReplayLearnTTL,
 		OnRequest: func(s stats.Sample) {
 			m.Observe(s)
 			window.Add(s)
@@ -206,6 +209,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 			Started:       time.Now(),
 			Logger:        logger,
 			OnAuthFailure: m.AdminAuthFailed,
+			Learned:       func() []router.LearnedRoute { return rt.LearnedRoutes() },
 		}),
 	})
 	defer rt.Close()

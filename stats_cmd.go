@@ -42,6 +42,7 @@ func runStats(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}()
 
 	var total, interval *stats.Counter = new(stats.Counter), new(stats.Counter)
+	var routes stats.Routes
 	started, intervalStart := time.Now(), time.Now()
 	var first, last time.Time
 	ticker := time.NewTicker(*every)
@@ -61,10 +62,14 @@ func runStats(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 					span = last.Sub(first)
 				}
 				fmt.Fprintf(stdout, "total: %s\n", stats.Format(stats.Summarize(span, total)))
+				// The reads that wrote: fix them, or list them in
+				// PRIMARY_PATHS.
+				fmt.Fprint(stdout, routes.Format())
 				return 0
 			}
 			total.Add(p.s)
 			interval.Add(p.s)
+			routes.Add(p.s)
 			if !p.at.IsZero() {
 				if first.IsZero() {
 					first = p.at

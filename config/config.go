@@ -36,6 +36,15 @@ type Config struct {
 	ReplicaURLsRaw  string        `env:"REPLICA_URLS" example:"https://myapp-ro.herokuapp.com,https://myapp-ro2.herokuapp.com weight=2"`
 	CookieSecretRaw string        `env:"COOKIE_SECRET" example:"$(openssl rand -hex 32)"`
 	PinTTL          time.Duration `env:"PIN_TTL" envDefault:"5s" example:"5s"`
+	// LSNPinTTL caps a pin that carries the write's WAL position: it lasts
+	// until a follower has replayed the position, at most this long.
+	LSNPinTTL time.Duration `env:"LSN_PIN_TTL" envDefault:"10m" example:"10m"`
+	// ReplayReadErrors replays on the primary a bodiless GET or HEAD that
+	// a read-only app answered with a 5xx.
+	ReplayReadErrors bool `env:"REPLAY_READ_ERRORS" envDefault:"false" example:"true"`
+	// ReplayLearnTTL is how long, after a replay, reads of that method and
+	// path go straight to the primary; 0 turns learning off.
+	ReplayLearnTTL  time.Duration `env:"REPLAY_LEARN_TTL" envDefault:"10m" example:"10m"`
 	CookieName      string        `env:"COOKIE_NAME" envDefault:"router_pin" example:"router_pin"`
 	PrimaryPathsRaw string        `env:"PRIMARY_PATHS" example:"/admin/,/auth/*/callback"`
 	ReadPathsRaw    string        `env:"READ_PATHS" example:"POST /search,POST /graphql"`
@@ -207,6 +216,7 @@ func (c *Config) validate() []string {
 		max  time.Duration
 	}{
 		{"PIN_TTL", c.PinTTL, MaxPinTTL},
+		{"LSN_PIN_TTL", c.LSNPinTTL, MaxPinTTL},
 		{"UPSTREAM_TIMEOUT", c.UpstreamTimeout, 0},
 		{"CONNECT_TIMEOUT", c.ConnectTimeout, 0},
 		{"UPSTREAM_SEND_TIMEOUT", c.UpstreamSendTimeout, 0},
@@ -375,6 +385,12 @@ func (c *Config) validateDatabases() []string {
 		bad("MAX_REPLICA_LAG", fmt.Sprintf("=%s must not be negative (0 turns it off)", c.MaxReplicaLag))
 	} else if c.MaxReplicaLag > 0 && len(followers) == 0 {
 		bad("MAX_REPLICA_LAG", " needs PRIMARY_DATABASE_URL and REPLICA_DATABASE_URLS to measure lag")
+	}
+	if c.LSNPinTTL > 0 && c.LSNPinTTL < c.PinTTL {
+		bad("LSN_PIN_TTL", fmt.Sprintf("=%s is shorter than PIN_TTL=%s; a pin that knows the write's position must last at least as long, e.g. 10m", c.LSNPinTTL, c.PinTTL))
+	}
+	if c.ReplayLearnTTL < 0 || c.ReplayLearnTTL > 24*time.Hour {
+		bad("REPLAY_LEARN_TTL", fmt.Sprintf("=%s is out of range 0s-24h (0 turns learning off), e.g. 10m", c.ReplayLearnTTL))
 	}
 	return problems
 }

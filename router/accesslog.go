@@ -70,6 +70,11 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 	if ex.failed != health.NoFailure {
 		e.str("failure", ex.failed.String(), false)
 	}
+	if ex.replayedFrom != nil {
+		e.str("replayed_from", ex.replayedFrom.up.Name, false)
+		e.int("replayed_status", int64(ex.replayedStatus))
+		e.ms("replayed_service", ex.replayedTime)
+	}
 	e.int("status", int64(ex.status))
 	e.int("bytes", ex.bytes)
 	e.ms("connect", ex.connect)

@@ -33,6 +33,8 @@ type AdminOptions struct {
 	Logger *slog.Logger
 	// OnAuthFailure, if set, is told of every failed authentication.
 	OnAuthFailure func()
+	// Learned, if set, lists the routes replayed on the primary.
+	Learned func() []LearnedRoute
 }
 
 // NewAdmin returns the handler for the router's own paths under /_router/.

@@ -21,6 +21,7 @@ const (
 	ReasonShare       Reason = "primary_share" // a read READ_SHARE keeps on the primary
 	ReasonCaughtUp    Reason = "caught_up"     // a pinned read a follower can serve: it has replayed the write
 	ReasonReplay      Reason = "replay"        // a read the read-only app could not serve, replayed on the primary
+	ReasonLearned     Reason = "learned"       // a read of a route that was replayed lately: straight to the primary
 )
 
 // Input is everything a routing decision depends on.
@@ -40,6 +41,9 @@ type Input struct {
 	// CaughtUp is set when the pin carries a WAL position and an available
 	// replica's follower has replayed it.
 	CaughtUp bool
+	// Learned is set for a read of a method and path that a read-only app
+	// handed back to the primary lately (REPLAY_LEARN_TTL).
+	Learned bool
 }
 
 // Decision is where a request goes.
@@ -100,6 +104,8 @@ func read(in Input) Decision {
 	case in.Pinned && in.ReplicaUp:
 		// Availability over read-your-writes while the primary is down.
 		return Decision{Role: health.Replica, Reason: ReasonPrimaryDown}
+	case in.Learned && in.PrimaryUp:
+		return Decision{Role: health.Primary, Reason: ReasonLearned}
 	case in.ReplicaUp && in.PrimaryShare && in.PrimaryUp:
 		return Decision{Role: health.Primary, Reason: ReasonShare}
 	case in.ReplicaUp:

@@ -39,6 +39,10 @@ func TestDecide(t *testing.T) {
 	noReplica := Input{PrimaryUp: true}
 	noPrimary := Input{ReplicaUp: true}
 	noPrimaryPinned := Input{ReplicaUp: true, Pinned: true}
+	learned := up
+	learned.Learned = true
+	learnedNoPrimary := noPrimary
+	learnedNoPrimary.Learned = true
 
 	primary, replica := health.Primary, health.Replica
 	tests := []struct {
@@ -47,6 +51,8 @@ func TestDecide(t *testing.T) {
 		want Decision
 	}{
 		{"GET reads from a replica", with(up, "GET", "/items"), Decision{Role: replica, Reason: ReasonRead}},
+		{"a learned read goes to the primary", with(learned, "GET", "/logout"), Decision{Role: primary, Reason: ReasonLearned}},
+		{"a learned read with the primary down reads from a replica", with(learnedNoPrimary, "GET", "/logout"), Decision{Role: replica, Reason: ReasonRead}},
 		{"HEAD reads", with(up, "HEAD", "/items"), Decision{Role: replica, Reason: ReasonRead}},
 		{"OPTIONS reads", with(up, "OPTIONS", "/items"), Decision{Role: replica, Reason: ReasonRead}},
 		{"POST writes and pins", with(up, "POST", "/items"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},

@@ -58,6 +58,12 @@ type exchange struct {
 	retries int
 	// clientErr is the error writing to the client, if any.
 	clientErr error
+	// attemptStart is when the current attempt began. A read a read-only
+	// app handed back names it, its status and time in the log.
+	attemptStart   time.Time
+	replayedFrom   *backend
+	replayedStatus int
+	replayedTime   time.Duration
 	// sendDeadlineAt is when the client connection's write deadline was
 	// last moved, for CLIENT_SEND_TIMEOUT; zero if never.
 	sendDeadlineAt time.Time
@@ -179,19 +185,27 @@ func (ex *exchange) pin() {
 	if ex.decision.Pin {
 		ttl = ex.rt.pinTTL
 	}
+	steered := false
 	switch {
 	case directive == "":
 	case directive == "skip":
 		ttl = 0
 	default:
 		if d, err := time.ParseDuration(directive); err == nil && d > 0 && d <= cookie.MaxTTL {
-			ttl = d
+			ttl, steered = d, true
 		}
 	}
 	if ttl <= 0 {
 		return
 	}
-	token, err := ex.rt.pinner.Sign(ttl, ex.rt.currentLSN(ex.req.Context()))
+	lsn := ex.rt.currentLSN(ex.req.Context())
+	if lsn > 0 && !steered {
+		// The position is the truth about the write: the pin holds until
+		// a follower has replayed it, however long the follower lags, up
+		// to LSN_PIN_TTL. PIN_TTL is only a guess at the lag.
+		ttl = ex.rt.lsnPinTTL
+	}
+	token, err := ex.rt.pinner.Sign(ttl, lsn)
 	if err != nil {
 		ex.rt.logger.Error("signing pin", "err", err)
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/splitapp/router/health"
 )
@@ -70,7 +71,7 @@ func asFailure(err error, ctx context.Context) *failure {
 	switch {
 	case errors.As(err, &f):
 		return f
-	case errors.Is(err, errReplay):
+	case errors.As(err, new(*replayRequest)):
 		return &failure{health.NoFailure, err}
 	case ctx.Err() != nil:
 		return &failure{health.Client, ctx.Err()}
@@ -83,8 +84,18 @@ func asFailure(err error, ctx context.Context) *failure {
 func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 	f := ex.failure
 	ex.failure = nil
-	if errors.Is(f.err, errReplay) {
-		// Not the replica's failure: the app wrote, or would have.
+	var replay *replayRequest
+	if errors.As(f.err, &replay) {
+		// Not the replica's failure: the app wrote, or would have. The
+		// route is learned, so the next such read goes to the primary at
+		// once.
+		ex.replayedFrom, ex.replayedStatus, ex.replayedTime = ex.backend, replay.status, time.Since(ex.attemptStart)
+		if replay.readError {
+			if ev, changed := ex.backend.up.RecordResponse(replay.status); changed {
+				rt.onEvent(ev)
+			}
+		}
+		rt.learned.learn(ex.req.Method, ex.req.URL.Path)
 		if !rt.primary.up.Available() {
 			return nil, verdictNoPrimary
 		}

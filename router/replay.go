@@ -2,9 +2,9 @@ package router
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/splitapp/router/health"
 )
@@ -17,21 +17,41 @@ const PinTokenHeader = "X-Router-Pin-Token"
 // wrote) back to the router: "X-Router-Replay: primary".
 const replayHeader = "X-Router-Replay"
 
-// errReplay tells the failure policy that a replica asked for a replay.
-var errReplay = errors.New("replica asked for a replay on the primary")
+// replayRequest is a read-only app's answer that the router discards to
+// send the request to the primary instead: the app asked for it with
+// "X-Router-Replay: primary", or (with REPLAY_READ_ERRORS) it failed a
+// bodiless GET or HEAD with a 5xx.
+type replayRequest struct {
+	status    int  // the discarded answer's status
+	readError bool // replayed for its 5xx, not at the app's request
+}
 
-// replayToPrimary is the replicas' ModifyResponse: a response that asks for
-// a replay is discarded, if the request can be sent again, and failover
-// sends the request to the primary.
-func replayToPrimary(resp *http.Response) error {
+func (e *replayRequest) Error() string {
+	if e.readError {
+		return "read-only app failed a read with " + strconv.Itoa(e.status) + "; replaying it on the primary"
+	}
+	return "read-only app asked for a replay on the primary"
+}
+
+// replicaResponse is the replicas' ModifyResponse: a response that asks for
+// a replay, or a read error when REPLAY_READ_ERRORS is on, is discarded if
+// the request can be sent again, and failover sends the request to the
+// primary.
+func (rt *Router) replicaResponse(resp *http.Response) error {
+	out := resp.Request
 	v := resp.Header.Get(replayHeader)
-	if v == "" {
+	if v != "" {
+		resp.Header.Del(replayHeader)
+		if v == "primary" && (out.ContentLength == 0 || out.GetBody != nil) {
+			return &replayRequest{status: resp.StatusCode}
+		}
 		return nil
 	}
-	resp.Header.Del(replayHeader)
-	out := resp.Request
-	if v == "primary" && (out.ContentLength == 0 || out.GetBody != nil) {
-		return errReplay
+	// A retry of a safe method is what RFC 9110 §9.2.2 permits; only
+	// bodiless GET and HEAD, which every framework treats as reads.
+	if rt.replayReadErrors && resp.StatusCode >= 500 && (out.Method == http.MethodGet || out.Method == http.MethodHead) &&
+		out.ContentLength == 0 && len(out.TransferEncoding) == 0 && !isUpgrade(out.Header) {
+		return &replayRequest{status: resp.StatusCode, readError: true}
 	}
 	return nil
 }

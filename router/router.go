@@ -78,6 +78,16 @@ type Options struct {
 	// PrimaryReadLimit caps concurrent fallback reads on the primary (reads
 	// that would go to a replica if one were up). Zero: no cap.
 	PrimaryReadLimit int
+	// LSNPinTTL is how long a write's pin lasts when it carries a WAL
+	// position: until a follower has replayed the position, which is the
+	// truth, rather than PinTTL, which is a guess at the lag. Zero: PinTTL.
+	LSNPinTTL time.Duration
+	// ReplayReadErrors replays on the primary a bodiless GET or HEAD that a
+	// read-only app answered with a 5xx.
+	ReplayReadErrors bool
+	// ReplayLearnTTL is how long, after a replay, reads of the same method
+	// and path go straight to the primary (reason learned). Zero: never.
+	ReplayLearnTTL time.Duration
 }
 
 // Router is an http.Handler that splits traffic between the primary and the
@@ -100,6 +110,9 @@ type Router struct {
 	inflight           atomic.Int64
 	primaryReadPercent int
 	clientSendTimeout  time.Duration
+	lsnPinTTL          time.Duration
+	replayReadErrors   bool
+	learned            *learnedRoutes
 	// fallbackSlots is a semaphore of PrimaryReadLimit slots; nil when the
 	// spillover guard is off.
 	fallbackSlots chan struct{}
@@ -152,6 +165,11 @@ func New(o Options) *Router {
 	rt.transport = newTransport(o.ConnectTimeout, o.UpstreamTimeout, o.TLSInsecureSkipVerify)
 	rt.transport.sendTimeout = o.UpstreamSendTimeout
 	rt.clientSendTimeout = o.ClientSendTimeout
+	rt.lsnPinTTL = max(o.LSNPinTTL, o.PinTTL)
+	rt.replayReadErrors = o.ReplayReadErrors
+	if o.ReplayLearnTTL > 0 {
+		rt.learned = newLearnedRoutes(o.ReplayLearnTTL)
+	}
 	health.ShareEjections(o.Replicas)
 	errorLog := slog.NewLogLogger(rt.logger.Handler(), slog.LevelDebug)
 	newBackend := func(up *health.Upstream) *backend {
@@ -164,7 +182,7 @@ func New(o Options) *Router {
 			ErrorLog:     errorLog,
 		}
 		if up.Role == health.Replica {
-			b.proxy.ModifyResponse = replayToPrimary
+			b.proxy.ModifyResponse = rt.replicaResponse
 		} else {
 			b.proxy.ModifyResponse = dropReplayHeader
 		}
@@ -178,6 +196,10 @@ func New(o Options) *Router {
 	rt.replicas = newReplicaPool(members, o.Balance == "least_outstanding")
 	return rt
 }
+
+// LearnedRoutes lists the reads replayed on the primary lately, most
+// replayed first.
+func (rt *Router) LearnedRoutes() []LearnedRoute { return rt.learned.snapshot() }
 
 // Inflight returns the proxied requests being served now.
 func (rt *Router) Inflight() int64 { return rt.inflight.Load() }
@@ -303,6 +325,7 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 		Pinned:       ex.pinned,
 		PrimaryUp:    rt.primary.up.Available(),
 		PrimaryShare: rt.primaryReadPercent > 0 && rand.IntN(100) < rt.primaryReadPercent,
+		Learned:      !pinned && IsSafe(r.Method) && rt.learned.lookup(r.Method, r.URL.Path),
 	}
 	// Pick the replica with the decision's inputs, so that the decision
 	// never names a replica that has left rotation since.
@@ -352,7 +375,7 @@ func (rt *Router) send(ex *exchange, b *backend) {
 	if ex.backend != nil && ex.req.GetBody != nil {
 		ex.req.Body, _ = ex.req.GetBody()
 	}
-	ex.backend = b
+	ex.backend, ex.attemptStart = b, time.Now()
 	b.up.Begin()
 	defer b.up.End()
 	b.proxy.ServeHTTP(ex, ex.req)

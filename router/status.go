@@ -21,6 +21,9 @@ type Status struct {
 	// Split is the share of reads served by replicas over the last five
 	// minutes, in 10 s steps, oldest first.
 	Split []stats.Point `json:"split"`
+	// Replayed lists the routes a read-only app handed back to the
+	// primary, most replayed first: the app's reads that write.
+	Replayed []LearnedRoute `json:"replayed_routes"`
 }
 
 // UpstreamStatus is one upstream on the status page.
@@ -48,6 +51,9 @@ func buildStatus(o AdminOptions) Status {
 		Uptime:     now.Sub(o.Started).Round(time.Second).String(),
 		LastMinute: o.Window.Last(time.Minute),
 		Split:      o.Window.Series(10*time.Second, 30),
+	}
+	if o.Learned != nil {
+		s.Replayed = o.Learned()
 	}
 	for _, u := range o.Upstreams {
 		snap := u.Snapshot()
@@ -151,6 +157,11 @@ th,td{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left}
 {{range $i, $p := .Split}}{{bar $i $p}}{{end}}
 <text x="0" y="94" font-size="11" fill="#6b7280">5 min ago</text><text x="600" y="94" font-size="11" fill="#6b7280" text-anchor="end">now · bar height = share of reads from replicas (grey: no reads)</text>
 </svg>
+{{with .Replayed}}<h2>Reads replayed on the primary</h2>
+<p>A read-only app could not serve these reads (they write); fix them, or list them in PRIMARY_PATHS.</p>
+<table><tr><th>method</th><th>path</th><th>replays</th><th>sent straight to the primary since</th><th>last replay</th><th>to the primary until</th></tr>
+{{range .}}<tr><td>{{.Method}}</td><td>{{.Path}}</td><td>{{.Replays}}</td><td>{{.Served}}</td><td>{{ago $.Now .LastReplay}}</td><td>{{.PrimaryUntil.UTC.Format "15:04:05"}}</td></tr>
+{{end}}</table>{{end}}
 {{with .LastMinute.Errors}}<h2>Router errors, last minute</h2><ul>{{range $code, $n := .}}<li>{{$code}}: {{$n}}</li>{{end}}</ul>{{end}}
 </body></html>
 `))

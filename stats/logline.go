@@ -34,6 +34,7 @@ func ParseLine(line string) (s Sample, at time.Time, ok bool) {
 		Method:    fields["method"],
 		Upstream:  fields["upstream"],
 		Reason:    fields["reason"],
+		Path:      fields["path"],
 		Pinned:    fields["pinned"] == "true",
 		PinIssued: fields["pin_issued"] == "true",
 		Code:      fields["code"],

@@ -15,6 +15,9 @@ type Sample struct {
 	// Upstream is "primary", "replica" or "none".
 	Upstream string
 	Reason   string
+	// Path is the request's path and query, as logged; only the log
+	// reader fills it in.
+	Path string
 	// Read is set for GET, HEAD and OPTIONS.
 	Read      bool
 	Pinned    bool

@@ -131,3 +131,31 @@ func TestParseLogfmtRejectsRepeatedKeys(t *testing.T) {
 		t.Errorf("fields = %v", f)
 	}
 }
+
+func TestRoutesListReadsThatWrote(t *testing.T) {
+	t.Parallel()
+	var r Routes
+	for _, line := range []string{
+		`at=info method=GET path="/admin/logout/" host=x request_id=a fwd="1.2.3.4" upstream=primary backend=p reason=replay pinned=false pin_issued=true retries=0 replayed_from=ro replayed_status=500 replayed_service=3ms status=302 bytes=0 connect=0ms service=9ms`,
+		`at=info method=GET path="/admin/logout/?next=/" host=x request_id=b fwd="1.2.3.4" upstream=primary backend=p reason=learned pinned=false pin_issued=false retries=0 status=302 bytes=0 connect=0ms service=5ms`,
+		`at=info method=GET path="/admin/logout/" host=x request_id=c fwd="1.2.3.4" upstream=primary backend=p reason=learned pinned=false pin_issued=false retries=0 status=302 bytes=0 connect=0ms service=5ms`,
+		`at=info method=GET path="/touch" host=x request_id=d fwd="1.2.3.4" upstream=primary backend=p reason=replay pinned=false pin_issued=true retries=0 status=200 bytes=2 connect=0ms service=5ms`,
+		`at=info method=GET path="/touch" host=x request_id=e fwd="1.2.3.4" upstream=primary backend=p reason=replay pinned=false pin_issued=true retries=0 status=200 bytes=2 connect=0ms service=5ms`,
+		`at=info method=GET path="/items" host=x request_id=f fwd="1.2.3.4" upstream=replica backend=ro reason=read pinned=false pin_issued=false retries=0 status=200 bytes=2 connect=0ms service=5ms`,
+	} {
+		s, _, ok := ParseLine(line)
+		if !ok {
+			t.Fatalf("not a request line: %s", line)
+		}
+		r.Add(s)
+	}
+	want := "  replayed on the primary: GET /touch 2 times, then sent there 0 times (learned)\n" +
+		"  replayed on the primary: GET /admin/logout/ 1 times, then sent there 2 times (learned)\n"
+	if got := r.Format(); got != want {
+		t.Errorf("routes:\n%s\nwant:\n%s", got, want)
+	}
+	var none Routes
+	if got := none.Format(); got != "" {
+		t.Errorf("no replays formatted as %q, want nothing", got)
+	}
+}

@@ -343,6 +343,79 @@ func TestPostgresConsistency(t *testing.T) {
 		}
 	})
 
+	t.Run("a follower lagging past PIN_TTL serves no stale read", func(t *testing.T) {
+		// PIN_TTL is a guess at the lag; with the database URLs the pin
+		// knows the write's position and holds until a follower has it.
+		// Without them, the pin expires at PIN_TTL: the contrast shows
+		// that the check below can fail.
+		env := withEnv(envCopy(rt), "PIN_TTL", "1s")
+		lsnPins := startRouter(t, env)
+		delete(env, "PRIMARY_DATABASE_URL")
+		delete(env, "REPLICA_DATABASE_URLS")
+		timePins := startRouter(t, env)
+		pg.exec(pg.StandbyURL, "ALTER SYSTEM SET recovery_min_apply_delay = '3s'")
+		pg.exec(pg.StandbyURL, "SELECT pg_reload_conf()")
+		defer func() {
+			pg.exec(pg.StandbyURL, "ALTER SYSTEM SET recovery_min_apply_delay = '0'")
+			pg.exec(pg.StandbyURL, "SELECT pg_reload_conf()")
+		}()
+		// The delay applies to WAL written from now on; wait until it
+		// shows, so the run below meets a follower 3 s behind.
+		stop := writeSteadily(t, pg.PrimaryURL)
+		waitFor(t, "the follower to fall 2 s behind", func() bool {
+			var lag float64
+			for k, v := range scrape(t, lsnPins.URL+"/_router/metrics") {
+				if strings.HasPrefix(k, "router_replica_lag_seconds") {
+					lag = v
+				}
+			}
+			return lag > 2
+		})
+		stop()
+		// A browser drops the cookie at its Max-Age: a cookie jar does too.
+		writeThenRead := func(routerURL string) (reads, stale, fromReplica int) {
+			jar, _ := cookiejar.New(nil)
+			client := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+			resp, err := client.Post(routerURL+"/notes", "text/plain", strings.NewReader("mine"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			start := time.Now()
+			for time.Since(start) < 3500*time.Millisecond {
+				time.Sleep(150 * time.Millisecond)
+				resp, err := client.Get(routerURL + "/notes/" + string(id))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				reads++
+				if resp.StatusCode == 404 {
+					stale++
+				}
+				if resp.Header.Get("X-Served-By") == "replica" {
+					fromReplica++
+				}
+			}
+			return reads, stale, fromReplica
+		}
+		reads, stale, fromReplica := writeThenRead(lsnPins.URL)
+		t.Logf("WAL-position pins, follower 3 s behind, PIN_TTL=1s: %d reads, %d stale, %d from the follower once it had the write", reads, stale, fromReplica)
+		if stale != 0 {
+			t.Errorf("%d of %d reads missed the client's own write, want 0", stale, reads)
+		}
+		tReads, tStale, _ := writeThenRead(timePins.URL)
+		t.Logf("time pins (no database URLs), same follower: %d reads, %d stale", tReads, tStale)
+		if tStale == 0 {
+			t.Error("time pins saw no stale read: the follower was not behind, so the check above proved nothing")
+		}
+		resp, _, _ := do(t, "POST", lsnPins.URL+"/notes", strings.NewReader("x"), nil)
+		if c := pinCookie(resp); c == nil || c.MaxAge != 600 {
+			t.Errorf("a WAL-position pin's cookie: %v, want Max-Age=600 (LSN_PIN_TTL)", c)
+		}
+	})
+
 	t.Run("poller survives the follower restarting", func(t *testing.T) {
 		pg.stopStandby()
 		if _, ok := rt.waitLog(`msg="upstream replication unknown"`, 10*time.Second); !ok {
