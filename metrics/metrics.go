@@ -17,7 +17,7 @@ import (
 
 var (
 	upstreamNames = [...]string{"primary", "replica", "none"}
-	reasonNames   = [...]string{"read", "write", "pinned", "path_rule", "upgrade", "no_replica", "primary_share", "primary_down", "all_down", "caught_up", "replay", "other"}
+	reasonNames   = [...]string{"read", "write", "pinned", "path_rule", "upgrade", "no_replica", "primary_share", "primary_down", "all_down", "caught_up", "replay", "learned", "other"}
 	methodNames   = [...]string{"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "other"}
 	classNames    = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 )

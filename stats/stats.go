@@ -73,7 +73,7 @@ type Counter struct {
 }
 
 // codesArray lists the router's error codes (the log line's code=).
-var codesArray = [5]string{"upstream_error", "upstream_timeout", "upstream_aborted", "client_gone", "unavailable"}
+var codesArray = [7]string{"upstream_error", "upstream_bad_response", "upstream_timeout", "upstream_aborted", "client_error", "client_gone", "unavailable"}
 
 // Add counts one sample.
 func (c *Counter) Add(s Sample) {

@@ -416,6 +416,10 @@ func TestPostgresConsistency(t *testing.T) {
 		}
 	})
 
+	t.Run("Django admin: read your writes, and a logout that writes", func(t *testing.T) {
+		testDjango(t, pg)
+	})
+
 	t.Run("poller survives the follower restarting", func(t *testing.T) {
 		pg.stopStandby()
 		if _, ok := rt.waitLog(`msg="upstream replication unknown"`, 10*time.Second); !ok {
