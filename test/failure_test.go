@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -53,11 +52,7 @@ func TestMalformedChunkedBodyIs400(t *testing.T) {
 	env["UPSTREAM_TIMEOUT"] = "60s"
 	rt := startRouter(t, env)
 	id := newID(t)
-	conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rt.dial()
 	// Well within UPSTREAM_TIMEOUT: waiting for the app would fail here.
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
 	fmt.Fprintf(conn, "POST /items HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n", id)
@@ -89,10 +84,7 @@ func TestClientLeavesMidUpload(t *testing.T) {
 	env["ADMIN_TOKEN"] = adminToken
 	rt := startRouter(t, env)
 	id := newID(t)
-	conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := rt.dial()
 	fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\nContent-Length: 100000\r\n\r\n%s", id, strings.Repeat("p", 1000))
 	// Wait for the request to reach the app, so the router is mid-send.
 	waitFor(t, "the upload to reach the app", func() bool { return len(primary.received(id)) == 1 })

@@ -134,11 +134,7 @@ func TestSlowlorisIsCutOff(t *testing.T) {
 	env := baseEnv(primary)
 	env["REQUEST_HEADER_TIMEOUT"] = "300ms"
 	rt := startRouter(t, env)
-	conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rt.dial()
 	start := time.Now()
 	closed := make(chan struct{})
 	go func() {

@@ -236,32 +236,10 @@ func TestHealthPathFailing(t *testing.T) {
 // hungListener accepts connections and never answers on them.
 func hungListener(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String()
+	done := make(chan struct{})
+	url := rawUpstream(t, func(net.Conn) { <-done })
+	t.Cleanup(func() { close(done) }) // before rawUpstream's own cleanup
+	return url
 }
 
 // TestHungReplica: a replica that accepts connections and never answers.

@@ -91,10 +91,7 @@ func TestHalfClosedClientNeverGetsAnEmpty200(t *testing.T) {
 		{"POST cut short", "POST /items HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\nContent-Length: 100\r\n\r\nonly ten b"},
 	} {
 		id := newID(t)
-		conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := rt.dial()
 		fmt.Fprintf(conn, tc.raw, id)
 		conn.(*net.TCPConn).CloseWrite()
 		got := readAllRaw(t, conn)
@@ -193,11 +190,7 @@ func TestInterimResponsesCarryNoRouterHeaders(t *testing.T) {
 		io.WriteString(w, "final")
 	})
 	rt := startRouter(t, baseEnv(primary))
-	conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rt.dial()
 	io.WriteString(conn, "GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	got := readAllRaw(t, conn)
 	if !strings.HasPrefix(got, "HTTP/1.1 103 Early Hints") || !strings.Contains(got, "Link: </style.css>") {
@@ -218,15 +211,11 @@ func TestUpstreamSendTimeout(t *testing.T) {
 		io.ReadFull(c, make([]byte, 1)) // read one byte, then never again
 		<-done
 	})
-	t.Cleanup(func() { close(done) }) // runs before rawUpstream's cleanup
+	t.Cleanup(func() { close(done) }) // before rawUpstream's own cleanup
 	env := map[string]string{"PRIMARY_URL": stuck, "COOKIE_SECRET": secret, "UPSTREAM_SEND_TIMEOUT": "500ms"}
 	rt := startRouter(t, env)
 	id := newID(t)
-	conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rt.dial()
 	const size = 256 << 20 // far more than the socket buffers hold
 	go func() {
 		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\nContent-Length: %d\r\n\r\n", id, size)
@@ -263,11 +252,7 @@ func TestClientSendTimeout(t *testing.T) {
 	env["CLIENT_SEND_TIMEOUT"] = "500ms"
 	rt := startRouter(t, env)
 	id := newID(t)
-	conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rt.dial()
 	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
 	fmt.Fprintf(conn, "GET /download HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\n\r\n", id)
 	select { // and never read

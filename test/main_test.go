@@ -174,6 +174,17 @@ func (p *routerProc) waitLog(pattern string, timeout time.Duration) (string, boo
 	}
 }
 
+// dial opens a raw connection to the router, closed when the test ends.
+func (p *routerProc) dial() net.Conn {
+	p.t.Helper()
+	conn, err := net.Dial("tcp", "127.0.0.1:"+p.Port)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // logFor returns the access log line of the request with the given id.
 func (p *routerProc) logFor(requestID string) string {
 	p.t.Helper()

@@ -137,11 +137,7 @@ func TestConnectIsRefused(t *testing.T) {
 	t.Parallel()
 	primary := newUpstream(t, "primary")
 	rt := startRouter(t, baseEnv(primary))
-	conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rt.dial()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	conn.Write([]byte("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"))
 	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "CONNECT"})

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -41,11 +40,7 @@ func TestEarlyHintsThenResponse(t *testing.T) {
 		io.WriteString(w, "final")
 	})
 	rt := startRouter(t, baseEnv(primary))
-	conn, err := net.Dial("tcp", "127.0.0.1:"+rt.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rt.dial()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	conn.Write([]byte("GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
 	raw, _ := io.ReadAll(conn)
