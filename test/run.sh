@@ -36,7 +36,8 @@ ROUTER_E2E_RACE=1 go test -count=1 -run 'TestRouting|TestPin|TestAppSteers|TestR
 # report a spurious "context deadline exceeded" when a -fuzztime duration
 # ends mid-run (go.dev/issue/75804). FUZZTIME=10m overrides for a long run.
 for target in cookie:FuzzVerify:200000x pathrule:FuzzMatch:200000x config:FuzzParseReplicas:100000x \
-	router:FuzzLogValue:50000x router:FuzzJSONString:40000x router:FuzzRequestID:50000x; do
+	router:FuzzLogValue:50000x router:FuzzJSONString:40000x router:FuzzRequestID:50000x \
+	router:FuzzServe:400x; do
 	IFS=: read -r pkg name budget <<<"$target"
 	if ! out=$(go test -run='^$' -fuzz="^${name}\$" -fuzztime="${FUZZTIME:-$budget}" "./$pkg" 2>&1); then
 		echo "$out"

@@ -1,0 +1,249 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/splitapp/router/cookie"
+	"github.com/splitapp/router/health"
+)
+
+// recordingApp is an upstream that parses what it receives strictly, one
+// request after another, and records each request's method and target.
+type recordingApp struct {
+	ln net.Listener
+	mu sync.Mutex
+	// seen holds "METHOD target" of every whole request; bad holds what
+	// did not parse as a request (a body cut off midway is not bad: the
+	// app sees no request in it).
+	seen, bad []string
+}
+
+func startRecordingApp(t testing.TB) *recordingApp {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &recordingApp{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go a.serve(c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return a
+}
+
+func (a *recordingApp) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			if err != io.EOF && !isConnectionError(err) {
+				a.mu.Lock()
+				a.bad = append(a.bad, err.Error())
+				a.mu.Unlock()
+			}
+			return
+		}
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			return
+		}
+		a.mu.Lock()
+		a.seen = append(a.seen, req.Method+" "+req.URL.RequestURI())
+		a.mu.Unlock()
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	}
+}
+
+func (a *recordingApp) take() (seen, bad []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen, bad = a.seen, a.bad
+	a.seen, a.bad = nil, nil
+	return seen, bad
+}
+
+// clientRequests is what the client sent as its own requests: the raw bytes
+// read as a strict server would, request after request, bodies included,
+// until they stop parsing or a request frames its body ambiguously. Bytes
+// after such a request are not the client's to claim: under one reading
+// or another they are its body.
+func clientRequests(raw []byte) []string {
+	br := bufio.NewReaderSize(bytes.NewReader(raw), len(raw)+16)
+	var out []string
+	for {
+		buffered, _ := br.Peek(br.Buffered())
+		if len(buffered) == 0 {
+			buffered, _ = br.Peek(len(raw))
+		}
+		head := buffered
+		if i := bytes.Index(head, []byte("\n\r\n")); i >= 0 {
+			head = head[:i]
+		}
+		if i := bytes.Index(head, []byte("\n\n")); i >= 0 {
+			head = head[:i]
+		}
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return out
+		}
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			return out
+		}
+		out = append(out, req.Method+" "+req.URL.RequestURI())
+		if ambiguousFraming(head) {
+			return out
+		}
+	}
+}
+
+// ambiguousFraming reports whether a request head frames its body in a way
+// two parsers may read differently (RFC 9112 §6.1, §6.3): Transfer-Encoding
+// with Content-Length, Transfer-Encoding in HTTP/1.0, Content-Length more
+// than once, or a folded header line.
+func ambiguousFraming(head []byte) bool {
+	lines := strings.Split(strings.ReplaceAll(string(head), "\r\n", "\n"), "\n")
+	if len(lines) == 0 {
+		return false
+	}
+	http10 := strings.HasSuffix(strings.TrimSpace(lines[0]), "HTTP/1.0")
+	cl, te := 0, false
+	for _, line := range lines[1:] {
+		if line != "" && (line[0] == ' ' || line[0] == '\t') {
+			return true
+		}
+		name, _, _ := strings.Cut(line, ":")
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "content-length":
+			cl++
+		case "transfer-encoding":
+			te = true
+		}
+	}
+	return cl > 1 || te && (cl > 0 || http10)
+}
+
+// FuzzServe puts raw request bytes through the router's server, as main
+// configures it, to an app that parses strictly. However the bytes frame,
+// the app sees only requests the client sent as its own, in order, each
+// re-framed so that it parses.
+func FuzzServe(f *testing.F) {
+	for _, seed := range []string{
+		"GET /items HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /own HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /own HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /own HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 39\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /own HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /own HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /own HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /own HTTP/1.1\nHost: x\nContent-Length: 39\n\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nTrailer-A: 1\r\n\r\n",
+		"GET http://other.example/x HTTP/1.1\r\nHost: other.example\r\n\r\n",
+		"GET /_router/../_router/status HTTP/1.1\r\nHost: x\r\n\r\n",
+		"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	app := startRecordingApp(f)
+	up := health.NewUpstream(&url.URL{Scheme: "http", Host: app.ln.Addr().String()}, health.Primary, 1, nil)
+	pinner, _ := cookie.New(cookie.Options{Name: "router_pin", Keys: [][]byte{[]byte("0123456789abcdef0123456789abcdef")}})
+	rt := New(Options{Primary: up, Pinner: pinner, PinTTL: time.Second, UpstreamTimeout: 2 * time.Second, ConnectTimeout: time.Second, AccessLog: io.Discard})
+	f.Cleanup(rt.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := &http.Server{Handler: rt, ReadHeaderTimeout: 2 * time.Second, MaxHeaderBytes: MaxHeaderBlock, ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	f.Cleanup(func() { srv.Close() })
+	// One input at a time: the app's record is shared.
+	var serial sync.Mutex
+
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		serial.Lock()
+		defer serial.Unlock()
+		app.take()
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		conn.Write(raw)
+		// Read answers until the router goes quiet, and only then hang up
+		// our side: a half-close while requests are in flight would cancel
+		// them (the client left) and hide what the router would send on.
+		buf := make([]byte, 4096)
+		for start := time.Now(); time.Since(start) < 5*time.Second; {
+			conn.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+			if _, err := conn.Read(buf); err != nil {
+				break
+			}
+		}
+		conn.(*net.TCPConn).CloseWrite()
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, conn) // until the router closes
+		conn.Close()
+
+		// The router's side may still be finishing; wait until the app's
+		// record stops growing.
+		var seen, bad []string
+		for quiet := 0; quiet < 3; {
+			time.Sleep(2 * time.Millisecond)
+			s, b := app.take()
+			if len(s)+len(b) == 0 {
+				quiet++
+				continue
+			}
+			quiet = 0
+			seen, bad = append(seen, s...), append(bad, b...)
+		}
+		for _, e := range bad {
+			t.Errorf("the app could not parse what the router sent: %s (input %q)", e, raw)
+		}
+		own := clientRequests(raw)
+		i := 0
+		for _, s := range seen {
+			if strings.HasPrefix(s, "GET /_router") || strings.Contains(strings.ToLower(s), "/_router") {
+				t.Errorf("an admin path reached the app: %q (input %q)", s, raw)
+			}
+			for i < len(own) && !sameTarget(own[i], s) {
+				i++
+			}
+			if i == len(own) {
+				t.Fatalf("the app saw %q, which the client did not send as its own request; the client sent %q (input %q)", s, own, raw)
+			}
+			i++
+		}
+	})
+}
+
+// sameTarget reports whether the app's request is the client's: the same
+// method and path (the router sends absolute-form targets as paths).
+func sameTarget(client, app string) bool {
+	cm, ct, _ := strings.Cut(client, " ")
+	am, at, _ := strings.Cut(app, " ")
+	if cm != am {
+		return false
+	}
+	if u, err := url.Parse(ct); err == nil && u.IsAbs() {
+		ct = u.RequestURI()
+	}
+	return ct == at
+}
