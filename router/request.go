@@ -35,9 +35,14 @@ const (
 	MaxHeaderBlock = 64 << 10
 )
 
-// checkRequest applies the per-line limits that net/http does not: a
-// request line over 8 KB gets 414, a header line over 8 KB gets 431.
+// checkRequest applies the rules net/http does not: a request line over 8 KB
+// gets 414, a header line over 8 KB gets 431, and a * target with any
+// method but OPTIONS gets 400.
 func checkRequest(r *http.Request) (status int, desc string) {
+	if r.RequestURI == "*" && r.Method != http.MethodOptions {
+		// Asterisk-form is only for a server-wide OPTIONS (RFC 9112 §3.2.4).
+		return http.StatusBadRequest, "the * request target is only for OPTIONS"
+	}
 	if len(r.Method)+len(r.RequestURI)+len(" HTTP/1.1") > MaxHeaderLine {
 		return http.StatusRequestURITooLong, "request line longer than 8 KB"
 	}

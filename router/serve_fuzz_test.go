@@ -235,15 +235,18 @@ func FuzzServe(f *testing.F) {
 }
 
 // sameTarget reports whether the app's request is the client's: the same
-// method and path (the router sends absolute-form targets as paths).
+// method, path and query. The router sends absolute-form targets as paths,
+// and may spell a path's escapes differently: the path compares decoded.
 func sameTarget(client, app string) bool {
 	cm, ct, _ := strings.Cut(client, " ")
 	am, at, _ := strings.Cut(app, " ")
 	if cm != am {
 		return false
 	}
-	if u, err := url.Parse(ct); err == nil && u.IsAbs() {
-		ct = u.RequestURI()
+	cu, err1 := url.ParseRequestURI(ct)
+	au, err2 := url.ParseRequestURI(at)
+	if ct == "*" || at == "*" || err1 != nil || err2 != nil {
+		return ct == at
 	}
-	return ct == at
+	return cu.Path == au.Path && cu.RawQuery == au.RawQuery
 }

@@ -415,3 +415,24 @@ func TestSmugglingProbes(t *testing.T) {
 		t.Logf("%d probes; the app saw %d whole requests, all the clients' own, and %d cut off mid-body", len(probes), len(seen), truncated)
 	})
 }
+
+// TestAsteriskForm: "*" is a request target only for a server-wide OPTIONS
+// (RFC 9112 §3.2.4). With any other method it is refused, not sent to an
+// app as a request for the path "/*"; OPTIONS * is about the router, which
+// answers it itself (as Go's server does).
+func TestAsteriskForm(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	rt := startRouter(t, baseEnv(primary, replica))
+	resps := rawExchange(t, rt.Port, "GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if len(resps) != 1 || resps[0].StatusCode != http.StatusBadRequest {
+		t.Errorf("GET *: %v, want one 400", resps)
+	}
+	resps = rawExchange(t, rt.Port, "OPTIONS * HTTP/1.1\r\nHost: x\r\nX-Request-Id: asterisk-form-0123456789\r\nConnection: close\r\n\r\n")
+	if len(resps) != 1 || resps[0].StatusCode != 200 {
+		t.Fatalf("OPTIONS *: %v, want one 200", resps)
+	}
+	if n := primary.count() + replica.count(); n != 0 {
+		t.Errorf("%d requests reached the apps, want none", n)
+	}
+}
