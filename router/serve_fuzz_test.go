@@ -116,7 +116,7 @@ func clientRequests(raw []byte) []string {
 // ambiguousFraming reports whether a request head frames its body in a way
 // two parsers may read differently (RFC 9112 §6.1, §6.3): Transfer-Encoding
 // with Content-Length, Transfer-Encoding in HTTP/1.0, Content-Length more
-// than once, or a folded header line.
+// than once, or either of them folded over lines.
 func ambiguousFraming(head []byte) bool {
 	lines := strings.Split(strings.ReplaceAll(string(head), "\r\n", "\n"), "\n")
 	if len(lines) == 0 {
@@ -124,12 +124,17 @@ func ambiguousFraming(head []byte) bool {
 	}
 	http10 := strings.HasSuffix(strings.TrimSpace(lines[0]), "HTTP/1.0")
 	cl, te := 0, false
+	last := ""
 	for _, line := range lines[1:] {
 		if line != "" && (line[0] == ' ' || line[0] == '\t') {
-			return true
+			if last == "content-length" || last == "transfer-encoding" {
+				return true // a folded framing header
+			}
+			continue
 		}
 		name, _, _ := strings.Cut(line, ":")
-		switch strings.ToLower(strings.TrimSpace(name)) {
+		last = strings.ToLower(strings.TrimSpace(name))
+		switch last {
 		case "content-length":
 			cl++
 		case "transfer-encoding":
