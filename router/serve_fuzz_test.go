@@ -88,6 +88,15 @@ func clientRequests(raw []byte) []string {
 	br := bufio.NewReaderSize(bytes.NewReader(raw), len(raw)+16)
 	var out []string
 	for {
+		// Empty lines before a request line are ignored (RFC 9112 §2.2),
+		// as Go's server does after a request with a body.
+		for {
+			b, err := br.Peek(1)
+			if err != nil || b[0] != '\r' && b[0] != '\n' {
+				break
+			}
+			br.Discard(1)
+		}
 		buffered, _ := br.Peek(br.Buffered())
 		if len(buffered) == 0 {
 			buffered, _ = br.Peek(len(raw))
