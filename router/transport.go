@@ -76,6 +76,12 @@ type pconn struct {
 	headBudget int
 	// body wraps the client's request body while it is being sent.
 	body clientBody
+
+	// rawConn and peek serve the liveness check; made once per
+	// connection, so a check allocates nothing.
+	rawConn   syscall.RawConn
+	peek      func(fd uintptr) bool
+	peekAlive bool
 }
 
 // MaxResponseHead caps an upstream's response head, interim 1xx heads
@@ -310,8 +316,11 @@ func isConnectionError(err error) bool {
 }
 
 func isTimeout(err error) bool {
+	if err == nil {
+		return false // before the target below, which escapes to the heap
+	}
 	var ne net.Error
-	return err != nil && errors.As(err, &ne) && ne.Timeout()
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // clientBodyError is a failure to read the client's request body.
@@ -424,6 +433,15 @@ func (t *transport) dial(ctx context.Context, key connKey) (*pconn, error) {
 
 func newPconn(key connKey, conn, raw net.Conn) *pconn {
 	pc := &pconn{key: key, conn: conn, raw: raw, headBudget: -1}
+	if sc, ok := raw.(syscall.Conn); ok {
+		pc.rawConn, _ = sc.SyscallConn()
+	}
+	var buf [1]byte
+	pc.peek = func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		pc.peekAlive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		return true // never wait for readiness
+	}
 	pc.br = bufio.NewReaderSize(pc, 4<<10)
 	pc.bw = bufio.NewWriterSize(pc, 4<<10)
 	return pc
@@ -436,22 +454,14 @@ func (pc *pconn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false // bytes nobody asked for: the stream is out of step
 	}
-	sc, ok := pc.raw.(syscall.Conn)
-	if !ok {
+	if pc.rawConn == nil {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	pc.peekAlive = false
+	if err := pc.rawConn.Read(pc.peek); err != nil {
 		return false
 	}
-	alive := false
-	var buf [1]byte
-	rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true // never wait for readiness
-	})
-	return alive
+	return pc.peekAlive
 }
 
 // CloseIdleConnections closes every pooled connection; later ones are not
