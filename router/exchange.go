@@ -146,8 +146,7 @@ func (ex *exchange) extendSendDeadline(d time.Duration) {
 	if now.Sub(ex.sendDeadlineAt) < d/16 {
 		return
 	}
-	if c, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
-		c.SetWriteDeadline(now.Add(d))
+	if ex.setWriteDeadline(now.Add(d)) {
 		ex.sendDeadlineAt = now
 	}
 }
@@ -158,10 +157,18 @@ func (ex *exchange) clearSendDeadline() {
 	if ex.sendDeadlineAt.IsZero() {
 		return
 	}
-	if c, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
-		c.SetWriteDeadline(time.Time{})
-	}
+	ex.setWriteDeadline(time.Time{})
 	ex.sendDeadlineAt = time.Time{}
+}
+
+// setWriteDeadline sets the client connection's write deadline, and
+// reports whether the ResponseWriter could.
+func (ex *exchange) setWriteDeadline(t time.Time) bool {
+	c, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error })
+	if ok {
+		c.SetWriteDeadline(t)
+	}
+	return ok
 }
 
 // Unwrap lets http.ResponseController reach the connection's Flush and

@@ -47,22 +47,21 @@ func newLearnedRoutes(ttl time.Duration) *learnedRoutes {
 	return l
 }
 
-// lookup reports whether reads of method and path go to the primary now,
-// and counts one that does.
-func (l *learnedRoutes) lookup(method, path string) bool {
+// find returns the route of method and path while its reads go to the
+// primary, or nil.
+func (l *learnedRoutes) find(method, path string) *learnedRoute {
 	if l == nil {
-		return false
+		return nil
 	}
 	table := *l.table.Load()
 	if len(table) == 0 {
-		return false
+		return nil
 	}
 	e := table[routeKey{method, path}]
 	if e == nil || l.now().UnixNano() >= e.until.Load() {
-		return false
+		return nil
 	}
-	e.served.Add(1)
-	return true
+	return e
 }
 
 // learn records a replay of method and path.

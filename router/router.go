@@ -325,20 +325,29 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 		Pinned:       ex.pinned,
 		PrimaryUp:    rt.primary.up.Available(),
 		PrimaryShare: rt.primaryReadPercent > 0 && rand.IntN(100) < rt.primaryReadPercent,
-		Learned:      !pinned && IsSafe(r.Method) && rt.learned.lookup(r.Method, r.URL.Path),
 	}
-	// Pick the replica with the decision's inputs, so that the decision
-	// never names a replica that has left rotation since.
+	// Only a read can go to a replica. For one, pick the replica with the
+	// decision's inputs, so that the decision never names a replica that
+	// has left rotation since; a write leaves the round-robin alone.
 	var caughtUp, replica *backend
-	if pin.LSN > 0 {
-		caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil)
+	var learned *learnedRoute
+	if IsSafe(r.Method) || rt.rules.ReadPaths.Match(r.Method, r.URL.Path) {
+		if pin.LSN > 0 {
+			caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil)
+		}
+		if !pinned || caughtUp == nil {
+			replica = rt.replicas.pick(nil)
+		}
+		if !pinned && IsSafe(r.Method) {
+			learned = rt.learned.find(r.Method, r.URL.Path)
+		}
 	}
-	in.CaughtUp = caughtUp != nil
-	if !pinned || caughtUp == nil {
-		replica = rt.replicas.pick(nil)
-	}
+	in.CaughtUp, in.Learned = caughtUp != nil, learned != nil
 	in.ReplicaUp = replica != nil || caughtUp != nil
 	ex.decision = rt.rules.Decide(in)
+	if ex.decision.Reason == ReasonLearned {
+		learned.served.Add(1)
+	}
 
 	var b *backend
 	switch {

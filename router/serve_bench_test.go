@@ -31,36 +31,22 @@ func (w *discardWriter) Flush()                      {}
 func BenchmarkServeHTTP(b *testing.B) {
 	// A raw app that allocates nothing per request, so the count is the
 	// router's: one fixed answer to each request head (bodiless GETs).
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	ln := serveRaw(b, func(c net.Conn) {
+		buf := make([]byte, 8<<10)
+		answer := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		pending := 0
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf[pending:])
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 8<<10)
-				answer := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				pending := 0
-				for {
-					n, err := c.Read(buf[pending:])
-					if err != nil {
-						return
-					}
-					pending += n
-					if i := bytes.Index(buf[:pending], []byte("\r\n\r\n")); i >= 0 {
-						pending = copy(buf, buf[i+4:pending])
-						c.Write(answer)
-					}
-				}
-			}()
+			pending += n
+			if i := bytes.Index(buf[:pending], []byte("\r\n\r\n")); i >= 0 {
+				pending = copy(buf, buf[i+4:pending])
+				c.Write(answer)
+			}
 		}
-	}()
+	})
 	u := &url.URL{Scheme: "http", Host: ln.Addr().String()}
 	primary := health.NewUpstream(u, health.Primary, 1, nil)
 	replica := health.NewUpstream(u, health.Replica, 1, nil)

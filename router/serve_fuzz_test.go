@@ -11,6 +11,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,7 +23,10 @@ import (
 // request after another, and records each request's method and target.
 type recordingApp struct {
 	ln net.Listener
-	mu sync.Mutex
+	// busy counts requests whose head the app has read and not yet
+	// answered.
+	busy atomic.Int64
+	mu   sync.Mutex
 	// seen holds "METHOD target" of every whole request; bad holds what
 	// did not parse as a request (a body cut off midway is not bad: the
 	// app sees no request in it).
@@ -30,26 +34,12 @@ type recordingApp struct {
 }
 
 func startRecordingApp(t testing.TB) *recordingApp {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &recordingApp{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go a.serve(c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
+	a := &recordingApp{}
+	a.ln = serveRaw(t, a.serve)
 	return a
 }
 
 func (a *recordingApp) serve(c net.Conn) {
-	defer c.Close()
 	br := bufio.NewReader(c)
 	for {
 		req, err := http.ReadRequest(br)
@@ -61,13 +51,18 @@ func (a *recordingApp) serve(c net.Conn) {
 			}
 			return
 		}
-		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+		a.busy.Add(1)
+		_, err = io.Copy(io.Discard, req.Body)
+		if err == nil {
+			a.mu.Lock()
+			a.seen = append(a.seen, req.Method+" "+req.URL.RequestURI())
+			a.mu.Unlock()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		a.busy.Add(-1)
+		if err != nil {
 			return
 		}
-		a.mu.Lock()
-		a.seen = append(a.seen, req.Method+" "+req.URL.RequestURI())
-		a.mu.Unlock()
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	}
 }
 
@@ -216,19 +211,10 @@ func FuzzServe(f *testing.F) {
 		io.Copy(io.Discard, conn) // until the router closes
 		conn.Close()
 
-		// The router's side may still be finishing; wait until the app's
-		// record stops growing.
-		var seen, bad []string
-		for quiet := 0; quiet < 3; {
-			time.Sleep(2 * time.Millisecond)
-			s, b := app.take()
-			if len(s)+len(b) == 0 {
-				quiet++
-				continue
-			}
-			quiet = 0
-			seen, bad = append(seen, s...), append(bad, b...)
-		}
+		// The router has closed the connection, so every request of it has
+		// been handled; wait until the app is done with what it was sent.
+		waitUntil(t, "the router and the app to finish", func() bool { return rt.Inflight() == 0 && app.busy.Load() == 0 })
+		seen, bad := app.take()
 		for _, e := range bad {
 			t.Errorf("the app could not parse what the router sent: %s (input %q)", e, raw)
 		}

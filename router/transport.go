@@ -211,7 +211,7 @@ func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.
 		return nil, &failure{class, err}
 	}
 
-	pc.sent, pc.writeErr, pc.sendTimeout = 0, nil, t.sendTimeout
+	pc.sent, pc.writeErr = 0, nil
 	body := req.Body
 	if body != nil && body != http.NoBody {
 		pc.body = clientBody{ReadCloser: body, pc: pc}
@@ -225,13 +225,13 @@ func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.
 	if pc.writeErr != nil {
 		werr = pc.writeErr
 	}
-	if err := pc.body.err; err != nil {
+	bodyErr := pc.body.err
+	pc.body = clientBody{}
+	if bodyErr != nil {
 		// The client's body failed: there is no request to answer, and
 		// nothing to wait for.
-		pc.body = clientBody{}
-		return fail(health.Client, &clientBodyError{err})
+		return fail(health.Client, &clientBodyError{bodyErr})
 	}
-	pc.body = clientBody{}
 	if werr != nil && reused && pc.sent == 0 {
 		return fail(health.StaleConn, werr)
 	}
@@ -428,7 +428,9 @@ func (t *transport) dial(ctx context.Context, key connKey) (*pconn, error) {
 		}
 		conn = tc
 	}
-	return newPconn(key, conn, raw), nil
+	pc := newPconn(key, conn, raw)
+	pc.sendTimeout = t.sendTimeout
+	return pc, nil
 }
 
 func newPconn(key connKey, conn, raw net.Conn) *pconn {

@@ -15,6 +15,42 @@ import (
 	"github.com/splitapp/router/health"
 )
 
+// serveRaw runs serve for each connection accepted on a loopback listener
+// until the test ends, and returns the listener.
+func serveRaw(tb testing.TB, serve func(net.Conn)) net.Listener {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	tb.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// waitUntil polls cond until it holds, failing the test after 5 s.
+func waitUntil(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("waited 5 s for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func pipePconn(t *testing.T) (*pconn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -43,23 +79,11 @@ func TestAliveSeesTheUpstreamClose(t *testing.T) {
 		t.Fatal("an open idle connection is reported dead")
 	}
 	server.Write([]byte("HTTP/1.1 200 OK\r\n")) // bytes nobody asked for
-	deadline := time.Now().Add(2 * time.Second)
-	for pc.alive() {
-		if time.Now().After(deadline) {
-			t.Fatal("a connection with unsolicited bytes is still reported alive")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "a connection with unsolicited bytes to be reported dead", func() bool { return !pc.alive() })
 
 	pc2, server2 := pipePconn(t)
 	server2.Close()
-	deadline = time.Now().Add(2 * time.Second)
-	for pc2.alive() {
-		if time.Now().After(deadline) {
-			t.Fatal("a connection the upstream closed is still reported alive")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "a connection the upstream closed to be reported dead", func() bool { return !pc2.alive() })
 }
 
 func TestPoolIsAStackThatDropsExpiredConnections(t *testing.T) {
@@ -128,13 +152,7 @@ func TestStaleConnectionIsReplaced(t *testing.T) {
 		mu.Unlock()
 		sc.(*net.TCPConn).SetLinger(0) // close with a reset
 		sc.Close()
-		deadline := time.Now().Add(5 * time.Second)
-		for pc.alive() { // wait for the reset to arrive
-			if time.Now().After(deadline) {
-				t.Fatal("the reset never reached the router's side")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitUntil(t, "the reset to reach the router's side", func() bool { return !pc.alive() })
 	}
 	send := func(method, body string) (*http.Response, []health.Class) {
 		var stale []health.Class

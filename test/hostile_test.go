@@ -163,13 +163,9 @@ func TestHTTP10WithTransferEncodingClosesTheConnection(t *testing.T) {
 		t.Errorf("got %d responses, want one and the connection closed", len(resps))
 	}
 	for _, u := range []*upstream{primary, replica} {
-		u.mu.Lock()
-		for _, r := range u.requests {
-			if r.URL.Path == "/smuggled" {
-				t.Errorf("the request pipelined behind HTTP/1.0 + Transfer-Encoding reached %s", u.name)
-			}
+		if u.sawPath("/smuggled") {
+			t.Errorf("the request pipelined behind HTTP/1.0 + Transfer-Encoding reached %s", u.name)
 		}
-		u.mu.Unlock()
 	}
 }
 

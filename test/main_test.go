@@ -330,6 +330,18 @@ func (u *upstream) received(requestID string) []*http.Request {
 	return out
 }
 
+// sawPath reports whether the upstream received a request for path.
+func (u *upstream) sawPath(path string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, r := range u.requests {
+		if r.URL.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
 func (u *upstream) count() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
