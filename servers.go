@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,35 +9,28 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
-
 	"github.com/splitapp/router/config"
 	"github.com/splitapp/router/router"
 )
 
 // newServer binds PORT and returns the server for the proxied traffic.
-func newServer(cfg config.Config, rt *router.Router, logger *slog.Logger) (*http.Server, net.Listener, error) {
+func newServer(cfg config.Config, rt *router.Router, logger *slog.Logger) (*router.Server, net.Listener, error) {
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
 	if err != nil {
 		return nil, nil, err
 	}
-	// Beyond MAX_CONNECTIONS, new connections wait in the kernel's accept
-	// queue instead of each costing the router memory.
-	ln = netutil.LimitListener(ln, cfg.MaxConnections)
-	srv := &http.Server{
-		Handler: rt,
+	srv := router.NewServer(rt, router.ServerOptions{
 		// Heroku's router has already read the request; a client that
 		// trickles headers (slowloris) is cut off.
-		ReadHeaderTimeout: cfg.RequestHeaderTimeout,
-		// A request head larger than this gets 431 from net/http; the
-		// router checks single lines against Heroku's 8 KB itself.
-		MaxHeaderBytes: router.MaxHeaderBlock,
+		RequestHeaderTimeout: cfg.RequestHeaderTimeout,
 		// Heroku's router keeps idle connections to a dyno for 90 s; closing
 		// them sooner races its reuse and shows up as H13/H18 errors.
 		IdleTimeout: 100 * time.Second,
-		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-	}
-	return srv, ln, nil
+		Logger:      logger,
+	})
+	// Beyond MAX_CONNECTIONS, new connections wait in the kernel's accept
+	// queue instead of each costing the router memory.
+	return srv, router.LimitListener(ln, cfg.MaxConnections), nil
 }
 
 // serveMetrics serves /metrics without a token on METRICS_ADDR, a private
@@ -69,8 +61,8 @@ func metricsOnly(h http.Handler) http.Handler {
 
 // serveUntil serves until ctx is done, then shuts down: the listener closes
 // at once, so new connections are refused, and in-flight requests have
-// until timeout to finish before their connections are closed.
-func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, logger *slog.Logger) int {
+// until timeout to finish; the process then exits, closing what is left.
+func serveUntil(ctx context.Context, srv *router.Server, ln net.Listener, timeout time.Duration, logger *slog.Logger) int {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
@@ -84,9 +76,9 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout 
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		logger.Warn("requests still in flight at SHUTDOWN_TIMEOUT; closing them", "err", err)
-		srv.Close()
+		return 0
 	}
-	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := <-served; err != nil {
 		logger.Error("server stopped", "err", err)
 	}
 	logger.Info("stopped")

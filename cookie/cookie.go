@@ -7,7 +7,6 @@ package cookie
 import (
 	"encoding/binary"
 	"errors"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -114,24 +113,11 @@ func (p *Pinner) Verify(token string) (pin Pin, ok bool) {
 	return pin, true
 }
 
-// FromRequest returns the pin in the request's cookie, if any. A request
-// without the cookie costs no allocation.
-func (p *Pinner) FromRequest(r *http.Request) (Pin, bool) {
-	// Every cookie of the name is tried: a junk one placed first (a sibling
-	// subdomain's, or a stale path's) must not hide a valid pin behind it.
-	var pin Pin
-	found := lookup(r.Header["Cookie"], p.name, func(token string) bool {
-		var ok bool
-		pin, ok = p.Verify(token)
-		return ok
-	})
-	return pin, found
-}
-
-// SetCookie adds a Set-Cookie header carrying token to h. Max-Age is the
-// pin's TTL, rounded up to a whole second so a short pin is not dropped at
-// once; Secure is set when the client reached the front router over HTTPS.
-func (p *Pinner) SetCookie(h http.Header, token string, ttl time.Duration, secure bool) {
+// SetCookieValue returns the Set-Cookie value carrying token. Max-Age is
+// the pin's TTL, rounded up to a whole second so a short pin is not dropped
+// at once; Secure is set when the client reached the front router over
+// HTTPS.
+func (p *Pinner) SetCookieValue(token string, ttl time.Duration, secure bool) string {
 	maxAge := int((ttl + time.Second - 1) / time.Second)
 	var b strings.Builder
 	b.Grow(len(p.name) + len(token) + 64)
@@ -144,55 +130,5 @@ func (p *Pinner) SetCookie(h http.Header, token string, ttl time.Duration, secur
 	if secure {
 		b.WriteString("; Secure")
 	}
-	h.Add("Set-Cookie", b.String())
-}
-
-// Strip removes the pin cookie from h's Cookie header, leaving the app's own
-// cookies as they were. The app never sees the router's cookie.
-func (p *Pinner) Strip(h http.Header) {
-	lines := h["Cookie"]
-	if !lookup(lines, p.name, func(string) bool { return true }) {
-		return
-	}
-	kept := lines[:0:0]
-	for _, line := range lines {
-		var parts []string
-		for _, part := range strings.Split(line, ";") {
-			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if name != p.name {
-				parts = append(parts, strings.TrimSpace(part))
-			}
-		}
-		if len(parts) > 0 {
-			kept = append(kept, strings.Join(parts, "; "))
-		}
-	}
-	if len(kept) == 0 {
-		h.Del("Cookie")
-		return
-	}
-	h["Cookie"] = kept
-}
-
-// lookup calls try with each value of the named cookie in Cookie header
-// lines, in order, until try accepts one, and reports whether one was
-// accepted. It allocates nothing.
-func lookup(lines []string, name string, try func(value string) bool) bool {
-	for _, line := range lines {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimLeft(part, " \t")
-			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
-				v := strings.TrimRight(part[len(name)+1:], " \t")
-				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-					v = v[1 : len(v)-1]
-				}
-				if try(v) {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	return b.String()
 }

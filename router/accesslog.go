@@ -2,7 +2,6 @@ package router
 
 import (
 	"io"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,7 +42,7 @@ func (l *accessLog) write(ex *exchange, service time.Duration) {
 }
 
 func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
-	r := ex.req
+	h := &ex.ctx.Request.Header
 	e.begin()
 	if ex.code != "" {
 		e.str("at", "error", false)
@@ -52,11 +51,15 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 	} else {
 		e.str("at", "info", false)
 	}
-	e.str("method", r.Method, false)
-	e.str("path", r.RequestURI, true)
-	e.str("host", r.Host, false)
+	e.str("method", ex.method, false)
+	e.str("path", view(h.RequestURI()), true)
+	e.str("host", view(h.Host()), false)
 	e.str("request_id", ex.requestID, false)
-	e.str("fwd", clientAddr(r.Header["X-Forwarded-For"], r.RemoteAddr), true)
+	if xff := ex.head.forwardedFor; len(xff) > 0 {
+		e.str("fwd", view(xff), true)
+	} else {
+		e.str("fwd", view(clientIP(ex.ctx, ex.scratch[:0])), true)
+	}
 	upstream, name := "none", "none"
 	if ex.backend != nil {
 		upstream, name = ex.backend.up.Role.String(), ex.backend.up.Name
@@ -79,7 +82,7 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 	e.int("bytes", ex.bytes)
 	e.ms("connect", ex.connect)
 	e.ms("service", service)
-	if q, ok := queueTime(r.Header.Get("X-Request-Start"), ex.start); ok {
+	if q, ok := queueTime(view(ex.head.start), ex.start); ok {
 		e.ms("queue", q)
 	}
 	return e.end()
@@ -192,19 +195,6 @@ func (e *lineEncoder) ms(k string, d time.Duration) {
 	e.key(k)
 	e.b = strconv.AppendInt(e.b, d.Milliseconds(), 10)
 	e.b = append(e.b, "ms"...)
-}
-
-// clientAddr is what the fwd= field shows: the X-Forwarded-For chain the
-// front router sent, or the peer's address when there was none.
-func clientAddr(xff []string, remoteAddr string) string {
-	if len(xff) > 0 {
-		return xff[0]
-	}
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		return remoteAddr
-	}
-	return host
 }
 
 // appendValue appends a logfmt value. Values that come from requests are

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"strings"
@@ -167,4 +168,18 @@ func (l *authFailureLog) record(client, path string) {
 	c.logged, c.pending = now, 0
 	l.mu.Unlock()
 	l.logger.Warn("admin authentication failed", "client", client, "path", path, "failures", n)
+}
+
+// clientAddr names a client the way the access log's fwd= field does: the
+// X-Forwarded-For chain the front router sent, or the peer's address when
+// there was none.
+func clientAddr(xff []string, remoteAddr string) string {
+	if len(xff) > 0 {
+		return xff[0]
+	}
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	return host
 }

@@ -134,7 +134,9 @@ func TestValidRequestID(t *testing.T) {
 			t.Errorf("validRequestID(%q) = %v, want %v", id, got, want)
 		}
 	}
-	if id := newRequestID(); !validRequestID(id) {
+	var buf [36]byte
+	newRequestID(&buf)
+	if id := string(buf[:]); !validRequestID(id) {
 		t.Errorf("generated id %q is not valid", id)
 	}
 }
@@ -180,12 +182,12 @@ func BenchmarkDecide(b *testing.B) {
 		{"pinned", "session=abcdef; router_pin=" + token},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			r := newRequest("GET", "/items/42")
-			r.Header.Set("Cookie", bc.cookie)
+			rt := &Router{pinner: pinner}
+			ex := testExchange(b, rt, "GET /items/42 HTTP/1.1\r\nHost: x\r\nCookie: "+bc.cookie+"\r\n\r\n")
 			b.ReportAllocs()
 			for b.Loop() {
-				_, pinned := pinner.FromRequest(r)
-				d := rules.Decide(Input{Method: r.Method, Path: r.URL.Path, Upgrade: isUpgrade(r.Header), Pinned: pinned, PrimaryUp: true, ReplicaUp: true})
+				_, pinned := rt.pinFromCookies(ex)
+				d := rules.Decide(Input{Method: ex.method, Path: ex.path, Upgrade: ex.head.isUpgrade(), Pinned: pinned, PrimaryUp: true, ReplicaUp: true})
 				if d.Refuse {
 					b.Fatal("refused")
 				}

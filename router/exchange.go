@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"net/http"
-	"net/http/httptrace"
 	"strings"
 	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/health"
@@ -27,26 +30,29 @@ const (
 // statusClientClosed is logged, never sent, when the client went away.
 const statusClientClosed = 499
 
-// exchange is one request's journey through the router. It is the
-// ResponseWriter ReverseProxy writes to, which is how the pin cookie is set
-// on the way out without a context lookup. Exchanges are pooled.
+// exchange is one request's journey through the router, from the decision
+// to the last byte of the response. Exchanges are pooled; the strings in
+// one are views of the request's bytes and live as long as the request.
 type exchange struct {
-	rw        http.ResponseWriter
-	req       *http.Request
+	ctx       *fasthttp.RequestCtx
 	rt        *Router
 	start     time.Time
+	method    string
+	path      string
 	requestID string
+	idBuf     [36]byte // a generated request id
+	head      requestHead
 	decision  Decision
 	backend   *backend
 	pinned    bool
 	pinLSN    uint64 // the pin's WAL position, 0 if none
 	pinIssued bool
+	// pinCookie is set when the request carries the pin cookie, valid or
+	// not: the app never sees it.
+	pinCookie bool
 	status    int
 	bytes     int64
-
-	getConn time.Time
-	connect time.Duration
-	trace   httptrace.ClientTrace
+	connect   time.Duration
 
 	code string // error code, empty on success
 	desc string
@@ -56,134 +62,87 @@ type exchange struct {
 	failure *failure
 	failed  health.Class
 	retries int
-	// clientErr is the error writing to the client, if any.
-	clientErr error
 	// attemptStart is when the current attempt began. A read a read-only
 	// app handed back names it, its status and time in the log.
 	attemptStart   time.Time
 	replayedFrom   *backend
 	replayedStatus int
 	replayedTime   time.Duration
+	// begun is the backend whose response is being relayed: its
+	// in-flight count drops when the exchange is finished.
+	begun *backend
+	// closeClient is set when the client's connection must close after
+	// this response.
+	closeClient bool
 	// sendDeadlineAt is when the client connection's write deadline was
 	// last moved, for CLIENT_SEND_TIMEOUT; zero if never.
 	sendDeadlineAt time.Time
+	// scratch and num are reused buffers for building header values.
+	scratch []byte
+	num     [20]byte
 	// holdsSlot is set while the request holds a PRIMARY_READ_LIMIT slot.
 	holdsSlot bool
+
+	// body is the request body when it is kept for a replay; bodySent is
+	// set once a streamed body has been sent, which can happen only once.
+	body     []byte
+	buffered bool
+	bodySent bool
+	// relay carries the response body from the upstream to the client.
+	relay relay
+	// alive is the client connection's liveness check, made once per
+	// pooled exchange.
+	alive liveness
 }
 
-func (rt *Router) newExchange(w http.ResponseWriter, r *http.Request) *exchange {
+func (rt *Router) newExchange(ctx *fasthttp.RequestCtx) *exchange {
 	ex, _ := rt.exchanges.Get().(*exchange)
 	if ex == nil {
 		ex = &exchange{rt: rt}
-		ex.trace.GetConn = func(string) { ex.getConn = time.Now() }
-		ex.trace.GotConn = func(httptrace.GotConnInfo) { ex.connect = time.Since(ex.getConn) }
-		ex.trace.WroteRequest = func(info httptrace.WroteRequestInfo) {
-			// The transport reports a dead pooled connection it replaced.
-			if f, ok := info.Err.(*failure); ok && ex.backend != nil {
-				ex.failed = f.class
-				ex.rt.recordFailure(ex.backend, f)
-			}
-		}
+		ex.relay.ex = ex
+		ex.alive.init()
 	}
-	ex.rw, ex.start = w, time.Now()
-	ex.requestID = r.Header.Get("X-Request-Id")
-	if !validRequestID(ex.requestID) {
-		ex.requestID = newRequestID()
-		r.Header["X-Request-Id"] = []string{ex.requestID}
-	}
-	ex.req = r.WithContext(httptrace.WithClientTrace(r.Context(), &ex.trace))
+	ex.ctx, ex.start = ctx, time.Now()
+	ex.method = view(ctx.Method())
+	ex.path = view(ctx.Path())
 	return ex
 }
 
+// identify names the request: by the front router's X-Request-Id, or a new
+// id.
+func (ex *exchange) identify() {
+	ex.requestID = view(ex.head.requestID)
+	if !validRequestID(ex.requestID) {
+		newRequestID(&ex.idBuf)
+		ex.requestID = view(ex.idBuf[:])
+	}
+}
+
 func (rt *Router) release(ex *exchange) {
-	trace := ex.trace
-	*ex = exchange{rt: rt, trace: trace}
+	body, scratch, alive := ex.body[:0], ex.scratch[:0], ex.alive
+	*ex = exchange{rt: rt, body: body, scratch: scratch, alive: alive}
+	ex.relay.ex = ex
 	rt.exchanges.Put(ex)
 }
 
-// Header implements http.ResponseWriter.
-func (ex *exchange) Header() http.Header { return ex.rw.Header() }
+// view returns b as a string without copying. The string is valid while b
+// is: for request bytes, until the request is finished.
+func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
-// WriteHeader implements http.ResponseWriter. On the final status of an
-// upstream response it applies the app's X-Router-Pin directive and sets
-// the pin cookie. The router's own headers never reach the client, in an
-// interim 1xx response either.
-func (ex *exchange) WriteHeader(code int) {
-	if code < 200 {
-		h := ex.rw.Header()
-		delete(h, "X-Router-Pin")
-		delete(h, replayHeader)
-		delete(h, PinTokenHeader)
-	} else if ex.status == 0 {
-		ex.status = code
-		ex.pin()
-	}
-	ex.rw.WriteHeader(code)
-}
-
-// Write implements http.ResponseWriter.
-func (ex *exchange) Write(p []byte) (int, error) {
-	if ex.status == 0 {
-		ex.WriteHeader(http.StatusOK)
-	}
-	if d := ex.rt.clientSendTimeout; d > 0 {
-		ex.extendSendDeadline(d)
-	}
-	n, err := ex.rw.Write(p)
-	ex.bytes += int64(n)
-	if err != nil {
-		ex.clientErr = err
-	}
-	return n, err
-}
-
-// extendSendDeadline keeps the client connection's write deadline d ahead,
-// so a client that stops reading is cut off after d without progress. The
-// deadline moves at most every d/16, which keeps the clock and the poller
-// off the path of most writes.
-func (ex *exchange) extendSendDeadline(d time.Duration) {
-	now := time.Now()
-	if now.Sub(ex.sendDeadlineAt) < d/16 {
-		return
-	}
-	if ex.setWriteDeadline(now.Add(d)) {
-		ex.sendDeadlineAt = now
-	}
-}
-
-// clearSendDeadline lifts the write deadline, so it cannot outlive the
-// exchange on a kept-alive connection.
-func (ex *exchange) clearSendDeadline() {
-	if ex.sendDeadlineAt.IsZero() {
-		return
-	}
-	ex.setWriteDeadline(time.Time{})
-	ex.sendDeadlineAt = time.Time{}
-}
-
-// setWriteDeadline sets the client connection's write deadline, and
-// reports whether the ResponseWriter could.
-func (ex *exchange) setWriteDeadline(t time.Time) bool {
-	c, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error })
-	if ok {
-		c.SetWriteDeadline(t)
-	}
-	return ok
-}
-
-// Unwrap lets http.ResponseController reach the connection's Flush and
-// Hijack, which streaming and upgrades need.
-func (ex *exchange) Unwrap() http.ResponseWriter { return ex.rw }
+// clientGone reports whether the client has left: it closed or half-closed
+// its connection.
+func (ex *exchange) clientGone() bool { return !ex.alive.check(ex.ctx.Conn()) }
 
 // pin sets the pin cookie on a response from the primary when the request
 // was a write, or when the app asks for one with "X-Router-Pin: <duration>".
 // "X-Router-Pin: skip" suppresses it. The header is the router's to consume:
 // the client never sees it.
 func (ex *exchange) pin() {
-	h := ex.rw.Header()
-	directive := h.Get("X-Router-Pin")
+	h := &ex.ctx.Response.Header
+	directive := view(h.Peek("X-Router-Pin"))
 	if directive != "" {
-		delete(h, "X-Router-Pin")
+		directive = strings.Clone(directive)
+		h.Del("X-Router-Pin")
 	}
 	if ex.backend == nil || ex.backend.up.Role != health.Primary {
 		return
@@ -205,7 +164,7 @@ func (ex *exchange) pin() {
 	if ttl <= 0 {
 		return
 	}
-	lsn := ex.rt.currentLSN(ex.req.Context())
+	lsn := ex.rt.currentLSN()
 	if lsn > 0 && !steered {
 		// The position is the truth about the write: the pin holds until
 		// a follower has replayed it, however long the follower lags, up
@@ -217,7 +176,7 @@ func (ex *exchange) pin() {
 		ex.rt.logger.Error("signing pin", "err", err)
 		return
 	}
-	ex.rt.pinner.SetCookie(h, token, ttl, isHTTPS(ex.req))
+	h.Add("Set-Cookie", ex.rt.pinner.SetCookieValue(token, ttl, ex.isHTTPS()))
 	h.Set(PinTokenHeader, token)
 	ex.pinIssued = true
 }
@@ -229,11 +188,11 @@ const lsnTimeout = 100 * time.Millisecond
 // currentLSN returns the primary database's WAL position, or 0 (a plain
 // time pin) when it is not tracked or cannot be had quickly. It is asked
 // after the primary's response headers arrived, so the write has committed.
-func (rt *Router) currentLSN(ctx context.Context) uint64 {
+func (rt *Router) currentLSN() uint64 {
 	if rt.lsn == nil {
 		return 0
 	}
-	ctx, cancel := context.WithTimeout(ctx, lsnTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), lsnTimeout)
 	defer cancel()
 	lsn, err := rt.lsn(ctx)
 	if err != nil {
@@ -245,28 +204,34 @@ func (rt *Router) currentLSN(ctx context.Context) uint64 {
 
 // isHTTPS reports whether the client reached the router, or the front
 // router before it, over HTTPS: the pin cookie is then Secure.
-func isHTTPS(r *http.Request) bool {
-	if r.TLS != nil {
+func (ex *exchange) isHTTPS() bool {
+	if ex.ctx.IsTLS() {
 		return true
 	}
 	// Schemes compare case-insensitively (RFC 9110 §4.2.3); behind a chain
 	// of proxies the first value is the client's.
-	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	proto, _, _ := strings.Cut(view(ex.head.forwardedProto), ",")
 	return strings.EqualFold(strings.TrimSpace(proto), "https")
 }
 
-// fail writes a short plain-text error naming the request id. It writes to
-// the connection directly, bypassing pin handling, and never includes Go
-// error text or upstream addresses.
+// fail writes a short plain-text error naming the request id, in place of
+// anything an upstream sent. It never includes Go error text or upstream
+// addresses.
 func (rt *Router) fail(ex *exchange, status int, code, desc string) {
 	ex.status, ex.code, ex.desc = status, code, desc
-	h := ex.rw.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Request-Id", ex.requestID)
-	ex.rw.WriteHeader(status)
-	n, _ := ex.rw.Write([]byte(http.StatusText(status) + ": " + desc + " (request_id=" + ex.requestID + ")\n"))
-	ex.bytes += int64(n)
+	resp := &ex.ctx.Response
+	resp.Reset()
+	if ex.closeClient {
+		resp.Header.SetConnectionClose()
+	}
+	resp.SetStatusCode(status)
+	resp.Header.SetContentType("text/plain; charset=utf-8")
+	resp.Header.Set("X-Content-Type-Options", "nosniff")
+	resp.Header.Set("X-Request-Id", ex.requestID)
+	for _, s := range [...]string{http.StatusText(status), ": ", desc, " (request_id=", ex.requestID, ")\n"} {
+		resp.AppendBodyString(s)
+	}
+	ex.bytes = int64(len(resp.Body()))
 }
 
 // validRequestID applies Heroku's rule for X-Request-Id: 20 to 200
@@ -284,13 +249,12 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// newRequestID returns a random UUID-shaped id.
-func newRequestID() string {
+// newRequestID writes a random UUID-shaped id into s.
+func newRequestID(s *[36]byte) {
 	var b [16]byte
 	rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40 // version 4
 	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
-	var s [36]byte
 	hex.Encode(s[0:8], b[0:4])
 	s[8] = '-'
 	hex.Encode(s[9:13], b[4:6])
@@ -300,5 +264,12 @@ func newRequestID() string {
 	hex.Encode(s[19:23], b[8:10])
 	s[23] = '-'
 	hex.Encode(s[24:], b[10:])
-	return string(s[:])
+}
+
+// clientIP returns the client connection's address without its port.
+func clientIP(ctx *fasthttp.RequestCtx, buf []byte) []byte {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap().AppendTo(buf)
+	}
+	return append(buf, ctx.RemoteAddr().String()...)
 }

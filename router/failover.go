@@ -1,7 +1,6 @@
 package router
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -33,8 +32,8 @@ type failure struct {
 func (f *failure) Error() string { return f.class.String() + ": " + f.err.Error() }
 func (f *failure) Unwrap() error { return f.err }
 
-// errMidBody stands for an upstream that stopped in the middle of a
-// response body: ReverseProxy aborts the handler and keeps the error.
+// errMidBody stands for a response body cut short, by the upstream or the
+// client.
 var errMidBody = errors.New("connection ended mid-response")
 
 // verdict is the router's own answer to a request no upstream answered.
@@ -55,30 +54,6 @@ var (
 	verdictBusy        = verdict{http.StatusServiceUnavailable, codeUnavailable, "primary busy with fallback reads", "1"}
 )
 
-// proxyError is ReverseProxy's ErrorHandler: it runs when an attempt got
-// no response head. It only notes the failure; ServeHTTP's loop asks
-// failover what it means.
-func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	ex := w.(*exchange)
-	ex.failure = asFailure(err, r.Context())
-}
-
-// asFailure types an error from ReverseProxy: the transport's own failures
-// as they are, a replay request as errReplay, and ReverseProxy's few
-// errors of its own (a bad upgrade answer) as bad responses.
-func asFailure(err error, ctx context.Context) *failure {
-	var f *failure
-	switch {
-	case errors.As(err, &f):
-		return f
-	case errors.As(err, new(*replayRequest)):
-		return &failure{health.NoFailure, err}
-	case ctx.Err() != nil:
-		return &failure{health.Client, ctx.Err()}
-	}
-	return &failure{health.BadResponse, err}
-}
-
 // failover handles a failed attempt on ex.backend: it records the evidence
 // and returns the backend to try next or, with none, the answer to give.
 func (rt *Router) failover(ex *exchange) (*backend, verdict) {
@@ -95,15 +70,12 @@ func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 				rt.onEvent(ev)
 			}
 		}
-		rt.learned.learn(ex.req.Method, ex.req.URL.Path)
+		rt.learned.learn(ex.method, ex.path)
 		if !rt.primary.up.Available() {
 			return nil, verdictNoPrimary
 		}
 		ex.decision.Role, ex.decision.Reason, ex.decision.Pin = health.Primary, ReasonReplay, true
 		return rt.primary, verdict{}
-	}
-	if ex.req.Context().Err() != nil {
-		f.class = health.Client
 	}
 	ex.failed = f.class
 	rt.recordFailure(ex.backend, f)
@@ -111,7 +83,7 @@ func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 	switch f.class {
 	case health.Client:
 		var be *clientBodyError
-		if errors.As(f.err, &be) && be.malformed() && ex.req.Context().Err() == nil {
+		if errors.As(f.err, &be) && be.malformed() {
 			return nil, verdictBadBody
 		}
 		return nil, verdictClientGone
@@ -158,8 +130,8 @@ const maxRetries = 2
 // When the spillover guard keeps the read off the primary, refused is its
 // answer.
 func (rt *Router) retryTarget(ex *exchange) (next *backend, refused verdict) {
-	r := ex.req
-	if ex.retries >= maxRetries || !IsSafe(r.Method) || r.ContentLength != 0 || len(r.TransferEncoding) > 0 || isUpgrade(r.Header) {
+	h := &ex.ctx.Request.Header
+	if ex.retries >= maxRetries || !IsSafe(ex.method) || requestBodyLength(h) != 0 || ex.head.isUpgrade() {
 		return nil, verdict{}
 	}
 	switch {

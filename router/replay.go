@@ -1,9 +1,7 @@
 package router
 
 import (
-	"bytes"
 	"io"
-	"net/http"
 	"strconv"
 
 	"github.com/splitapp/router/health"
@@ -33,33 +31,28 @@ func (e *replayRequest) Error() string {
 	return "read-only app asked for a replay on the primary"
 }
 
-// replicaResponse is the replicas' ModifyResponse: a response that asks for
-// a replay, or a read error when REPLAY_READ_ERRORS is on, is discarded if
-// the request can be sent again, and failover sends the request to the
-// primary.
-func (rt *Router) replicaResponse(resp *http.Response) error {
-	out := resp.Request
-	v := resp.Header.Get(replayHeader)
-	if v != "" {
+// replicaResponse looks at a read-only app's response head: one that asks
+// for a replay, or a read error when REPLAY_READ_ERRORS is on, is
+// discarded if the request can be sent again, and failover sends the
+// request to the primary.
+func (rt *Router) replicaResponse(ex *exchange) *replayRequest {
+	resp := &ex.ctx.Response
+	req := &ex.ctx.Request.Header
+	status := resp.StatusCode()
+	if v := resp.Header.Peek(replayHeader); len(v) > 0 {
+		primary := string(v) == "primary"
 		resp.Header.Del(replayHeader)
-		if v == "primary" && (out.ContentLength == 0 || out.GetBody != nil) {
-			return &replayRequest{status: resp.StatusCode}
+		if primary && (requestBodyLength(req) == 0 || ex.buffered) {
+			return &replayRequest{status: status}
 		}
 		return nil
 	}
 	// A retry of a safe method is what RFC 9110 §9.2.2 permits; only
 	// bodiless GET and HEAD, which every framework treats as reads.
-	if rt.replayReadErrors && resp.StatusCode >= 500 && (out.Method == http.MethodGet || out.Method == http.MethodHead) &&
-		out.ContentLength == 0 && len(out.TransferEncoding) == 0 && !isUpgrade(out.Header) {
-		return &replayRequest{status: resp.StatusCode, readError: true}
+	if rt.replayReadErrors && status >= 500 && (req.IsGet() || req.IsHead()) &&
+		requestBodyLength(req) == 0 && !ex.head.isUpgrade() {
+		return &replayRequest{status: status, readError: true}
 	}
-	return nil
-}
-
-// dropReplayHeader is the primary's ModifyResponse: a replay happens at
-// most once, and the header is the router's to consume.
-func dropReplayHeader(resp *http.Response) error {
-	resp.Header.Del(replayHeader)
 	return nil
 }
 
@@ -70,14 +63,25 @@ const replayBodyLimit = 64 << 10
 // bufferBody reads a small request body into memory so that it can be sent
 // again on a replay. A body the client broke comes back as a failure.
 func bufferBody(ex *exchange) *failure {
-	body, err := io.ReadAll(io.LimitReader(ex.req.Body, replayBodyLimit+1))
-	if err == nil && int64(len(body)) != ex.req.ContentLength {
-		err = io.ErrUnexpectedEOF
+	want := ex.ctx.Request.Header.ContentLength()
+	if stream := ex.ctx.RequestBodyStream(); stream != nil {
+		ex.body = ex.body[:0]
+		for len(ex.body) < want {
+			if cap(ex.body) == len(ex.body) {
+				ex.body = append(ex.body, 0)[:len(ex.body)]
+			}
+			n, err := stream.Read(ex.body[len(ex.body):min(cap(ex.body), want)])
+			ex.body = ex.body[:len(ex.body)+n]
+			if err == io.EOF && len(ex.body) < want {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil && err != io.EOF {
+				return &failure{health.Client, &clientBodyError{err}}
+			}
+		}
+	} else {
+		ex.body = append(ex.body[:0], ex.ctx.Request.Body()...)
 	}
-	if err != nil {
-		return &failure{health.Client, &clientBodyError{err}}
-	}
-	ex.req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	ex.req.Body, _ = ex.req.GetBody()
+	ex.buffered = true
 	return nil
 }

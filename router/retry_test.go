@@ -1,7 +1,6 @@
 package router
 
 import (
-	"net/http"
 	"net/url"
 	"testing"
 
@@ -39,11 +38,12 @@ func TestRetryKeepsCausalReadsCausal(t *testing.T) {
 		b, _ := rt.retryTarget(ex)
 		return b
 	}
-	get, _ := http.NewRequest("GET", "/items", nil)
+	get := "GET /items HTTP/1.1\r\nHost: x\r\n\r\n"
 	a.RecordReplication(500, 0, 0, nil)
 	b.RecordReplication(100, 0, 0, nil)
 
-	ex := &exchange{rt: rt, req: get, pinLSN: 400, backend: backendOf(a), decision: Decision{Role: health.Replica, Reason: ReasonCaughtUp}}
+	ex := testExchange(t, rt, get)
+	ex.pinLSN, ex.backend, ex.decision = 400, backendOf(a), Decision{Role: health.Replica, Reason: ReasonCaughtUp}
 	if got := retry(ex); got != rt.primary {
 		t.Errorf("caught-up read failed on a: retried on %s, want the primary (b has not replayed the write)", nameOf(got))
 	}
@@ -52,7 +52,8 @@ func TestRetryKeepsCausalReadsCausal(t *testing.T) {
 		t.Errorf("caught-up read failed on a: retried on %s, want b, which has the write", nameOf(got))
 	}
 
-	plain := &exchange{rt: rt, req: get, backend: backendOf(a), decision: Decision{Role: health.Replica, Reason: ReasonRead}}
+	plain := testExchange(t, rt, get)
+	plain.backend, plain.decision = backendOf(a), Decision{Role: health.Replica, Reason: ReasonRead}
 	if got := retry(plain); got != backendOf(b) {
 		t.Errorf("plain read failed on a: retried on %s, want b", nameOf(got))
 	}
@@ -65,8 +66,8 @@ func TestRetryKeepsCausalReadsCausal(t *testing.T) {
 		t.Errorf("after %d retries: retried on %s, want none", maxRetries, nameOf(got))
 	}
 
-	post, _ := http.NewRequest("POST", "/items", nil)
-	write := &exchange{rt: rt, req: post, backend: rt.primary, decision: Decision{Role: health.Primary, Reason: ReasonWrite}}
+	write := testExchange(t, rt, "POST /items HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	write.backend, write.decision = rt.primary, Decision{Role: health.Primary, Reason: ReasonWrite}
 	if got := retry(write); got != nil {
 		t.Errorf("a write was retried on %s", nameOf(got))
 	}

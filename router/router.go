@@ -10,11 +10,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/health"
@@ -103,6 +105,7 @@ type Router struct {
 	accessLog          *accessLog
 	logger             *slog.Logger
 	transport          *transport
+	preserveHost       bool
 	exchanges          sync.Pool
 	onEvent            func(health.Event)
 	onRequest          func(stats.Sample)
@@ -123,10 +126,13 @@ type Router struct {
 // clients are not left hanging.
 const fallbackWait = time.Second
 
-// backend is an upstream and the proxy that sends to it.
+// backend is an upstream and where its requests go.
 type backend struct {
-	up    *health.Upstream
-	proxy *httputil.ReverseProxy
+	up  *health.Upstream
+	key connKey
+	// prefix is the upstream URL's path, put before each request's path;
+	// empty for a URL without one.
+	prefix string
 }
 
 // New returns a Router.
@@ -141,6 +147,7 @@ func New(o Options) *Router {
 		onRequest:          o.OnRequest,
 		lsn:                o.LSN,
 		primaryReadPercent: o.PrimaryReadPercent,
+		preserveHost:       o.PreserveHost,
 	}
 	if rt.onEvent == nil {
 		rt.onEvent = func(health.Event) {}
@@ -171,22 +178,12 @@ func New(o Options) *Router {
 		rt.learned = newLearnedRoutes(o.ReplayLearnTTL)
 	}
 	health.ShareEjections(o.Replicas)
-	errorLog := slog.NewLogLogger(rt.logger.Handler(), slog.LevelDebug)
 	newBackend := func(up *health.Upstream) *backend {
-		b := &backend{up: up}
-		b.proxy = &httputil.ReverseProxy{
-			Rewrite:      rt.rewriteFor(up, o.PreserveHost),
-			Transport:    rt.transport,
-			BufferPool:   bufferPool{},
-			ErrorHandler: rt.proxyError,
-			ErrorLog:     errorLog,
+		return &backend{
+			up:     up,
+			key:    connKey{up.URL.Scheme, up.URL.Host},
+			prefix: strings.TrimSuffix(up.URL.EscapedPath(), "/"),
 		}
-		if up.Role == health.Replica {
-			b.proxy.ModifyResponse = rt.replicaResponse
-		} else {
-			b.proxy.ModifyResponse = dropReplayHeader
-		}
-		return b
 	}
 	rt.primary = newBackend(o.Primary)
 	members := make([]*backend, len(o.Replicas))
@@ -222,106 +219,72 @@ func newTransport(connectTimeout, upstreamTimeout time.Duration, insecureSkipVer
 	}
 }
 
-// bufferPool lends ReverseProxy 32 KiB copy buffers, so streaming a large
-// body costs one reused buffer, not fresh garbage per request.
-type bufferPool struct{}
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
-
-// rewriteFor builds the outbound request for one upstream.
-func (rt *Router) rewriteFor(up *health.Upstream, preserveHost bool) func(*httputil.ProxyRequest) {
-	return func(pr *httputil.ProxyRequest) {
-		pr.SetURL(up.URL)
-		if preserveHost {
-			pr.Out.Host = pr.In.Host
-		}
-		// ReverseProxy strips inbound X-Forwarded-* before Rewrite. Behind a
-		// front router (Heroku's) those values are the real client's, so
-		// they are copied back on purpose: For is appended to, Proto, Port
-		// and Host are kept as the front router set them. SetXForwarded
-		// alone would claim the client spoke plain http to us.
-		in := pr.In.Header
-		if v := in["X-Forwarded-For"]; len(v) > 0 {
-			pr.Out.Header["X-Forwarded-For"] = v
-		}
-		pr.SetXForwarded()
-		if v := in["X-Forwarded-Proto"]; len(v) > 0 {
-			pr.Out.Header["X-Forwarded-Proto"] = v
-		}
-		if v := in["X-Forwarded-Host"]; len(v) > 0 {
-			pr.Out.Header["X-Forwarded-Host"] = v
-		}
-		rt.pinner.Strip(pr.Out.Header)
-		pr.Out.Header.Del(PinTokenHeader)
-	}
-}
-
-// ServeHTTP routes and proxies one request in three steps, as one loop:
+// serve routes and proxies one request in three steps, as one loop:
 // decide once, into a plan (the first backend); send, and on failure let
 // the failure policy (failover.go) record the evidence and name the next
-// backend, or none; then answer.
-func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if isAdminPath(r.URL.Path) {
-		rt.admin.ServeHTTP(w, r)
+// backend, or none; then answer. The exchange is finished when the last
+// byte of the response is out, which for a streamed body is after serve
+// has returned.
+func (rt *Router) serve(ctx *fasthttp.RequestCtx) {
+	ex := rt.newExchange(ctx)
+	if status, desc := scanRequest(ctx, &ex.head); status != 0 {
+		rt.release(ex)
+		ctx.SetConnectionClose()
+		ctx.Error(http.StatusText(status)+": "+desc, status)
 		return
 	}
-	if status, desc := checkRequest(r); status != 0 {
-		w.Header().Set("Connection", "close")
-		http.Error(w, http.StatusText(status)+": "+desc, status)
+	h := &ctx.Request.Header
+	if h.ContentLength() == -1 {
+		// A chunked request may have come with a Content-Length as well,
+		// the shape of request smuggling (RFC 9112 §6.1): nothing
+		// pipelined behind it is read. (fasthttp refuses HTTP/1.0 with
+		// Transfer-Encoding itself.)
+		ctx.SetConnectionClose()
+	}
+	if h.IsConnect() {
+		ctx.Response.Header.Set("Allow", "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE")
+		ctx.Error("405 Method Not Allowed: the router does not tunnel CONNECT", http.StatusMethodNotAllowed)
+		rt.release(ex)
 		return
 	}
-	if len(r.TransferEncoding) > 0 {
-		// net/http drops a Content-Length that came with Transfer-Encoding
-		// and reads the body as chunked, then serves whatever follows on the
-		// connection: the shape of request smuggling (RFC 9112 §6.1). The
-		// router cannot see whether both came, so it closes every
-		// connection that carried a chunked request once that request is
-		// answered: nothing pipelined behind it is ever read.
-		w.Header().Set("Connection", "close")
-	} else if r.ProtoAtLeast(1, 0) && !r.ProtoAtLeast(1, 1) {
-		// An HTTP/1.0 request with Transfer-Encoding is faulty, and its
-		// connection must close after it (RFC 9112 §6.1). net/http drops the
-		// header before the router could see it, so every HTTP/1.0
-		// connection closes after one request: nothing pipelined behind
-		// such a request is read.
-		w.Header().Set("Connection", "close")
-	}
-	if r.Method == http.MethodConnect {
-		w.Header().Set("Allow", "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE")
-		http.Error(w, "405 Method Not Allowed: the router does not tunnel CONNECT", http.StatusMethodNotAllowed)
-		return
+	if requestBodyLength(h) != 0 {
+		// The head timeout is over: a body streams at the client's pace.
+		ctx.Conn().SetReadDeadline(time.Time{})
 	}
 	rt.inflight.Add(1)
-	ex := rt.newExchange(w, r)
-	defer rt.finish(ex)
+	ex.identify()
+	ex.closeClient = ctx.Response.Header.ConnectionClose()
 
 	b, refused := rt.plan(ex)
 	for b != nil {
 		rt.send(ex, b)
 		if ex.failure == nil {
+			if !ex.relay.streaming {
+				rt.finish(ex, ex.relay.upErr)
+			}
 			return
 		}
 		b, refused = rt.failover(ex)
 	}
 	rt.answer(ex, refused)
+	rt.finish(ex, nil)
 }
 
 // plan decides where the request goes first, or the answer when nowhere
 // can take it.
 func (rt *Router) plan(ex *exchange) (*backend, verdict) {
-	r := ex.req
-	pin, pinned := rt.pinner.FromRequest(r)
+	h := &ex.ctx.Request.Header
+	pin, pinned := rt.pinFromCookies(ex)
 	if !pinned {
-		pin, pinned = rt.pinner.Verify(r.Header.Get(PinTokenHeader))
+		if token := ex.head.pinToken; len(token) > 0 {
+			pin, pinned = rt.pinner.Verify(view(token))
+		}
 	}
 	ex.pinned, ex.pinLSN = pinned, pin.LSN
 	in := Input{
-		Method:       r.Method,
-		Path:         r.URL.Path,
-		Upgrade:      isUpgrade(r.Header),
+		Method:       ex.method,
+		Path:         ex.path,
+		Upgrade:      ex.head.isUpgrade(),
 		Pinned:       ex.pinned,
 		PrimaryUp:    rt.primary.up.Available(),
 		PrimaryShare: rt.primaryReadPercent > 0 && rand.IntN(100) < rt.primaryReadPercent,
@@ -331,15 +294,15 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 	// has left rotation since; a write leaves the round-robin alone.
 	var caughtUp, replica *backend
 	var learned *learnedRoute
-	if IsSafe(r.Method) || rt.rules.ReadPaths.Match(r.Method, r.URL.Path) {
+	if IsSafe(ex.method) || rt.rules.ReadPaths.Match(ex.method, ex.path) {
 		if pin.LSN > 0 {
 			caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil)
 		}
 		if !pinned || caughtUp == nil {
 			replica = rt.replicas.pick(nil)
 		}
-		if !pinned && IsSafe(r.Method) {
-			learned = rt.learned.find(r.Method, r.URL.Path)
+		if !pinned && IsSafe(ex.method) {
+			learned = rt.learned.find(ex.method, ex.path)
 		}
 	}
 	in.CaughtUp, in.Learned = caughtUp != nil, learned != nil
@@ -370,7 +333,7 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 			return nil, v
 		}
 	}
-	if b.up.Role == health.Replica && r.ContentLength > 0 && r.ContentLength <= replayBodyLimit {
+	if n := h.ContentLength(); b.up.Role == health.Replica && n > 0 && n <= replayBodyLimit {
 		if f := bufferBody(ex); f != nil {
 			ex.backend, ex.failure = b, f
 			return rt.failover(ex)
@@ -379,32 +342,40 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 	return b, verdict{}
 }
 
-// send makes one attempt on b. A failure is left in ex.failure.
-func (rt *Router) send(ex *exchange, b *backend) {
-	if ex.backend != nil && ex.req.GetBody != nil {
-		ex.req.Body, _ = ex.req.GetBody()
+// pinFromCookies returns the pin in the request's cookies. Every cookie of
+// the name is tried: a junk one placed first (a sibling subdomain's, or a
+// stale path's) must not hide a valid pin behind it. A request without the
+// cookie costs no allocation.
+func (rt *Router) pinFromCookies(ex *exchange) (cookie.Pin, bool) {
+	name := rt.pinner.Name()
+	for k, v := range ex.ctx.Request.Header.Cookies() {
+		if view(k) != name {
+			continue
+		}
+		ex.pinCookie = true
+		if pin, ok := rt.pinner.Verify(view(v)); ok {
+			return pin, true
+		}
 	}
-	ex.backend, ex.attemptStart = b, time.Now()
-	b.up.Begin()
-	defer b.up.End()
-	b.proxy.ServeHTTP(ex, ex.req)
+	return cookie.Pin{}, false
 }
 
 // answer writes the router's own answer, when no upstream's came through.
 // A client that has gone gets none: its connection is cut, so that a
 // failed request can never read as an empty 200.
 func (rt *Router) answer(ex *exchange, v verdict) {
-	if v.status == statusClientClosed || ex.req.Context().Err() != nil {
+	if v.status == statusClientClosed {
 		ex.status, ex.code, ex.desc = statusClientClosed, codeClientGone, verdictClientGone.desc
-		panic(http.ErrAbortHandler)
-	}
-	if v.retryAfter != "" {
-		ex.rw.Header().Set("Retry-After", v.retryAfter)
+		ex.ctx.Conn().Close()
+		return
 	}
 	if v.status == http.StatusBadRequest {
-		ex.rw.Header().Set("Connection", "close")
+		ex.ctx.SetConnectionClose()
 	}
 	rt.fail(ex, v.status, v.code, v.desc)
+	if v.retryAfter != "" {
+		ex.ctx.Response.Header.Set("Retry-After", v.retryAfter)
+	}
 }
 
 // admitFallback applies the spillover guard to a read that falls back to
@@ -424,48 +395,39 @@ func (rt *Router) admitFallback(ex *exchange) (v verdict, ok bool) {
 		case rt.fallbackSlots <- struct{}{}:
 		case <-timer.C:
 			return verdictBusy, false
-		case <-ex.req.Context().Done():
-			return verdictClientGone, false
 		}
 	}
 	ex.holdsSlot = true
 	return verdict{}, true
 }
 
-// finish records the exchange and returns it to the pool. A response
-// that the router began but could not finish ends in a panic with
-// http.ErrAbortHandler, so that the server cuts the client's connection:
-// the client sees an error, never a short body as whole. Then the line is
-// logged as an error, the blame placed (the client, or the upstream that
-// stopped mid-body) and the panic goes on.
-func (rt *Router) finish(ex *exchange) {
+// finish records the exchange once its response is out, or has failed,
+// and returns it to the pool. err is the error that cut the response body
+// short: the upstream's, or the client's. A response cut short leaves the
+// client's connection closed, so the client sees an error, never a short
+// body as whole; the line is logged as an error and the blame placed.
+func (rt *Router) finish(ex *exchange, err error) {
 	if ex.holdsSlot {
 		<-rt.fallbackSlots
 	}
-	if v := recover(); v != nil {
-		if ex.code == "" {
-			if ex.clientErr != nil || ex.req.Context().Err() != nil {
-				ex.failed = health.Client
-				ex.code, ex.desc = codeClientGone, "client left mid-response"
-				if isTimeout(ex.clientErr) {
-					ex.desc = "client stopped reading for CLIENT_SEND_TIMEOUT"
-				}
-			} else {
-				ex.failed = health.Aborted
-				ex.code, ex.desc = codeUpstreamAborted, "upstream connection ended mid-response; client connection closed"
-			}
-			if ex.backend != nil {
-				rt.recordFailure(ex.backend, &failure{ex.failed, errMidBody})
-			}
-		}
-		rt.record(ex)
-		panic(v)
+	if ex.begun != nil {
+		ex.begun.up.End()
 	}
-	ex.clearSendDeadline()
-	if ex.status == 0 && ex.decision.Reason == ReasonUpgrade && ex.code == "" {
-		// The connection was hijacked for the upgrade; ReverseProxy wrote
-		// the 101 itself.
-		ex.status = http.StatusSwitchingProtocols
+	if ex.backend != nil && ex.code == "" {
+		switch {
+		case err == nil:
+		case ex.relay.upErr != nil:
+			ex.failed = health.Aborted
+			ex.code, ex.desc = codeUpstreamAborted, "upstream connection ended mid-response; client connection closed"
+			rt.recordFailure(ex.backend, &failure{ex.failed, errMidBody})
+		default:
+			ex.failed = health.Client
+			ex.code, ex.desc = codeClientGone, "client left mid-response"
+			if isTimeout(err) {
+				ex.desc = "client stopped reading for CLIENT_SEND_TIMEOUT"
+			}
+			rt.recordFailure(ex.backend, &failure{ex.failed, errMidBody})
+		}
 	}
 	if ex.code == "" && ex.status != 0 && ex.backend != nil {
 		// The whole response came through: the upstream answered.
@@ -483,10 +445,10 @@ func (rt *Router) record(ex *exchange) {
 	service := time.Since(ex.start)
 	rt.accessLog.write(ex, service)
 	s := stats.Sample{
-		Method:    ex.req.Method,
+		Method:    methodName(ex.method),
 		Upstream:  "none",
 		Reason:    string(ex.decision.Reason),
-		Read:      IsSafe(ex.req.Method),
+		Read:      IsSafe(ex.method),
 		Pinned:    ex.pinned,
 		PinIssued: ex.pinIssued,
 		Status:    ex.status,
@@ -498,4 +460,16 @@ func (rt *Router) record(ex *exchange) {
 		s.Upstream = ex.backend.up.Role.String()
 	}
 	rt.onRequest(s)
+}
+
+// methodName returns a method for keeping past the request: the constant
+// for a standard one, so that counting it allocates nothing.
+func methodName(m string) string {
+	for _, std := range [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace} {
+		if m == std {
+			return std
+		}
+	}
+	return strings.Clone(m)
 }

@@ -66,13 +66,12 @@ func TestConcurrentTraffic(t *testing.T) {
 		AccessLog: io.Discard,
 	})
 	defer rt.Close()
-	front := httptest.NewServer(rt)
-	defer front.Close()
+	front := serveRouter(t, rt)
 
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
-			client := &http.Client{Transport: front.Client().Transport}
+			client := &http.Client{}
 			if g%2 == 0 {
 				client.Jar, _ = cookiejar.New(nil)
 			}
@@ -80,11 +79,11 @@ func TestConcurrentTraffic(t *testing.T) {
 				var req *http.Request
 				switch i % 4 {
 				case 0:
-					req, _ = http.NewRequest("POST", front.URL+"/items", strings.NewReader("x"))
+					req, _ = http.NewRequest("POST", front+"/items", strings.NewReader("x"))
 				case 1:
-					req, _ = http.NewRequest("GET", front.URL+"/touch", nil)
+					req, _ = http.NewRequest("GET", front+"/touch", nil)
 				default:
-					req, _ = http.NewRequest("GET", front.URL+"/items", nil)
+					req, _ = http.NewRequest("GET", front+"/items", nil)
 				}
 				resp, err := client.Do(req)
 				if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -176,13 +175,7 @@ func FuzzServe(f *testing.F) {
 	pinner, _ := cookie.New(cookie.Options{Name: "router_pin", Keys: [][]byte{[]byte("0123456789abcdef0123456789abcdef")}})
 	rt := New(Options{Primary: up, Pinner: pinner, PinTTL: time.Second, UpstreamTimeout: 2 * time.Second, ConnectTimeout: time.Second, AccessLog: io.Discard})
 	f.Cleanup(rt.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	srv := &http.Server{Handler: rt, ReadHeaderTimeout: 2 * time.Second, MaxHeaderBytes: MaxHeaderBlock, ErrorLog: log.New(io.Discard, "", 0)}
-	go srv.Serve(ln)
-	f.Cleanup(func() { srv.Close() })
+	front := strings.TrimPrefix(serveRouter(f, rt), "http://")
 	// One input at a time: the app's record is shared.
 	var serial sync.Mutex
 
@@ -190,7 +183,7 @@ func FuzzServe(f *testing.F) {
 		serial.Lock()
 		defer serial.Unlock()
 		app.take()
-		conn, err := net.Dial("tcp", ln.Addr().String())
+		conn, err := net.Dial("tcp", front)
 		if err != nil {
 			t.Fatal(err)
 		}

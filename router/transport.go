@@ -8,20 +8,20 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/splitapp/router/health"
 )
 
 // transport sends HTTP/1.1 requests to the upstreams on the caller's
-// goroutine, over pooled keep-alive connections. net/http's Transport hands
-// each request to a writer goroutine and each response back from a reader
-// goroutine; on a proxy's hot path those hand-offs cost about a fifth of the
-// CPU. Framing stays net/http's own: Request.Write and ReadResponse.
+// goroutine, over pooled keep-alive connections, and reads the response
+// head straight into the client's response: no goroutine hand-offs and no
+// copies into other types. fasthttp parses the head; the body's framing is
+// the router's (relay).
 //
 // Every error it returns is a *failure naming its health.Class, so the
 // router decides what to retry and whom to blame from a type, never from
@@ -40,7 +40,7 @@ type transport struct {
 	maxIdlePerHost int
 
 	mu     sync.Mutex
-	idle   map[connKey][]*pconn
+	idle   map[*connKey][]*pconn
 	closed bool
 
 	// afterPeek, if set, runs between the liveness check of an idle
@@ -48,22 +48,27 @@ type transport struct {
 	afterPeek func(*pconn)
 }
 
-// connKey names a pool: one per upstream scheme and host. A struct, not a
-// joined string, so finding the pool allocates nothing per request.
+// connKey names a pool: one per upstream scheme and host. Pools are found
+// by the key's address, each backend's own, so finding one hashes a pointer,
+// not two strings.
 type connKey struct{ scheme, host string }
 
 // pconn is one upstream connection. It sits between the connection and its
 // buffers, so it can count what was sent, keep the send deadline moving,
 // and cap the response head.
 type pconn struct {
-	key         connKey
+	key         *connKey
 	conn        net.Conn
 	raw         net.Conn // below TLS, for the liveness check
 	br          *bufio.Reader
 	bw          *bufio.Writer
 	idleSince   time.Time
-	cancelled   atomic.Bool
 	sendTimeout time.Duration
+	// reusable is set when the exchange on the connection left it ready
+	// for another request.
+	reusable bool
+	// readDeadline is the connection's read deadline, as last set.
+	readDeadline time.Time
 
 	// sent counts the bytes of the current request the kernel accepted;
 	// writeErr is the first error writing it. Request.Write reports a
@@ -74,13 +79,11 @@ type pconn struct {
 	// headBudget is how many more bytes may be read before the response
 	// head is complete; negative: no limit (reading a body).
 	headBudget int
-	// body wraps the client's request body while it is being sent.
-	body clientBody
 
 	// rawConn and peek serve the liveness check; made once per
 	// connection, so a check allocates nothing.
 	rawConn   syscall.RawConn
-	peek      func(fd uintptr) bool
+	peek      func(fd uintptr)
 	peekAlive bool
 }
 
@@ -112,8 +115,11 @@ func (pc *pconn) Read(p []byte) (int, error) {
 // fresh send deadline, so UPSTREAM_SEND_TIMEOUT bounds a stall, not the
 // whole upload.
 func (pc *pconn) Write(p []byte) (int, error) {
-	if pc.sendTimeout > 0 {
-		pc.setDeadline(pc.conn.SetWriteDeadline, time.Now().Add(pc.sendTimeout))
+	// The first write of a request is its head, which fits in any socket's
+	// send buffer: only the body's writes can stall, and only they pay for
+	// moving the deadline.
+	if pc.sendTimeout > 0 && (pc.sent > 0 || len(p) > minSendBuffer) {
+		pc.conn.SetWriteDeadline(time.Now().Add(pc.sendTimeout))
 	}
 	n, err := pc.conn.Write(p)
 	pc.sent += int64(n)
@@ -123,114 +129,65 @@ func (pc *pconn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// setDeadline sets a deadline without undoing a cancellation: once the
-// client has gone, every deadline stays in the past.
-func (pc *pconn) setDeadline(set func(time.Time) error, t time.Time) {
-	set(t)
-	if pc.cancelled.Load() {
-		pc.conn.SetDeadline(aLongTimeAgo)
-	}
-}
+// clientCheckEvery is how often the router looks at a client's connection
+// while it waits for an app's answer: a client that left is noticed within
+// it, and its request's connection to the app closed.
+const clientCheckEvery = 500 * time.Millisecond
 
-// clientBody is the client's request body on its way upstream. It records
-// the client's own read errors, so a body the client broke is never taken
-// for the app's failure, and it sends the request head before reading the
-// first byte of the body: if a reused connection turns out dead, the body
-// is still unread and the request can go on a new connection.
-type clientBody struct {
-	io.ReadCloser
-	pc       *pconn
-	started  bool
-	err      error // the client's read error, if any
-	flushErr error // the head could not be sent
-}
+// errClientGone is the client leaving while the router waited for the app.
+var errClientGone = errors.New("client left before the response")
 
-func (b *clientBody) Read(p []byte) (int, error) {
-	if !b.started {
-		b.started = true
-		if err := b.pc.bw.Flush(); err != nil {
-			b.flushErr = err
-			return 0, err
-		}
-	}
-	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
-		b.err = err
-	}
-	return n, err
-}
-
-// aLongTimeAgo is a deadline that has passed: setting it interrupts any
-// blocked read or write at once.
-var aLongTimeAgo = time.Unix(1, 0)
-
-// RoundTrip implements http.RoundTripper.
-func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
-	trace := httptrace.ContextClientTrace(ctx)
-	key := connKey{req.URL.Scheme, req.URL.Host}
+// roundTrip sends ex's request to b and reads the response head into the
+// client's response, passing interim 1xx responses on to the client. It
+// returns the connection, positioned at the response body, or the
+// failure, typed.
+func (t *transport) roundTrip(ex *exchange, b *backend) (*pconn, *failure) {
 	for fresh := false; ; fresh = true {
-		if trace != nil && trace.GetConn != nil {
-			trace.GetConn(req.URL.Host)
+		getConn := ex.attemptStart
+		if fresh {
+			getConn = time.Now()
 		}
-		pc, reused, err := t.conn(ctx, key, fresh)
+		pc, reused, err := t.conn(&b.key, fresh)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, &failure{health.Client, ctx.Err()}
-			}
 			return nil, &failure{health.Connect, err}
 		}
-		if trace != nil && trace.GotConn != nil {
-			trace.GotConn(httptrace.GotConnInfo{Conn: pc.conn, Reused: reused})
-		}
-		resp, err := t.send(ctx, pc, reused, req, trace)
-		if f, ok := err.(*failure); ok && f.class == health.StaleConn && !fresh {
+		ex.connect = time.Since(getConn)
+		f := t.send(ex, b, pc, reused)
+		if f != nil && f.class == health.StaleConn && !fresh {
 			// Nothing reached the app: say so, and send on a new connection.
-			if trace != nil && trace.WroteRequest != nil {
-				trace.WroteRequest(httptrace.WroteRequestInfo{Err: f})
-			}
+			ex.failed = f.class
+			ex.rt.recordFailure(b, f)
 			continue
 		}
-		return resp, err
+		if f != nil {
+			return nil, f
+		}
+		return pc, nil
 	}
 }
 
 // send writes the request on pc and reads the response head.
-func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
-	// The client leaving interrupts whatever this connection is doing.
-	stop := context.AfterFunc(ctx, func() {
-		pc.cancelled.Store(true)
-		pc.conn.SetDeadline(aLongTimeAgo)
-	})
-	fail := func(class health.Class, err error) (*http.Response, error) {
-		stop()
+func (t *transport) send(ex *exchange, b *backend, pc *pconn, reused bool) *failure {
+	fail := func(class health.Class, err error) *failure {
 		pc.conn.Close()
-		if pc.cancelled.Load() || ctx.Err() != nil {
-			class, err = health.Client, context.Canceled
-		}
-		return nil, &failure{class, err}
+		return &failure{class, err}
 	}
-
 	pc.sent, pc.writeErr = 0, nil
-	body := req.Body
-	if body != nil && body != http.NoBody {
-		pc.body = clientBody{ReadCloser: body, pc: pc}
-		req.Body = &pc.body
-	}
-	werr := req.Write(pc.bw)
+	ex.writeHead(pc.bw, b)
+	// The head goes before the first byte of the body is read: if a reused
+	// connection turns out dead, the body is still unread and the request
+	// can go on a new connection.
+	werr := pc.bw.Flush()
 	if werr == nil {
+		if bodyErr := ex.writeBody(pc.bw, pc); bodyErr != nil {
+			// The client's body failed: there is no request to answer, and
+			// nothing to wait for.
+			return fail(health.Client, &clientBodyError{bodyErr})
+		}
 		werr = pc.bw.Flush()
 	}
-	req.Body = body
 	if pc.writeErr != nil {
 		werr = pc.writeErr
-	}
-	bodyErr := pc.body.err
-	pc.body = clientBody{}
-	if bodyErr != nil {
-		// The client's body failed: there is no request to answer, and
-		// nothing to wait for.
-		return fail(health.Client, &clientBodyError{bodyErr})
 	}
 	if werr != nil && reused && pc.sent == 0 {
 		return fail(health.StaleConn, werr)
@@ -240,49 +197,117 @@ func (t *transport) send(ctx context.Context, pc *pconn, reused bool, req *http.
 	// net/http's ResponseHeaderTimeout does: a slow upload is not a slow
 	// app. An app may also have answered before reading everything (413 to
 	// a large upload), so a failed write still looks for its answer.
+	var deadline time.Time
 	switch {
 	case isTimeout(werr):
 		// The app stopped reading for UPSTREAM_SEND_TIMEOUT. An answer it
 		// gave first is already here; none will follow.
-		pc.setDeadline(pc.conn.SetReadDeadline, time.Now().Add(earlyAnswerGrace))
+		deadline = time.Now().Add(earlyAnswerGrace)
 	case t.responseHeaderTimeout > 0:
-		pc.setDeadline(pc.conn.SetReadDeadline, time.Now().Add(t.responseHeaderTimeout))
+		deadline = time.Now().Add(t.responseHeaderTimeout)
 	}
+	resp := &ex.ctx.Response
 	pc.headBudget = MaxResponseHead
-	resp, err := http.ReadResponse(pc.br, req)
-	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-		// Informational responses (103 Early Hints) go to the client,
-		// through ReverseProxy's trace, before the final one.
-		if trace != nil && trace.Got1xxResponse != nil {
-			trace.Got1xxResponse(resp.StatusCode, map[string][]string(resp.Header))
+	err := t.readHead(ex, pc, deadline)
+	for err == nil && resp.StatusCode() < 200 && resp.StatusCode() != http.StatusSwitchingProtocols {
+		// Interim responses (103 Early Hints) go to the client before the
+		// final one; 100 Continue is the server's to send, and it has.
+		if resp.StatusCode() != http.StatusContinue {
+			h := &resp.Header
+			h.Del("X-Router-Pin")
+			h.Del(replayHeader)
+			ex.cleanResponse(h, false)
+			ex.ctx.Conn().Write(h.Header())
 		}
-		resp, err = http.ReadResponse(pc.br, req)
+		err = t.readHead(ex, pc, deadline)
 	}
 	pc.headBudget = -1
+	if err == errClientGone {
+		return fail(health.Client, err)
+	}
 	if err != nil {
 		return fail(classifyReadError(err, werr, reused && pc.sent == 0), err)
 	}
+	if !resp.Header.IsHTTP11() {
+		// The client talks to the router, which speaks HTTP/1.1 whatever
+		// the app does.
+		resp.Header.SetProtocol(http11)
+	}
+	upgrade := resp.StatusCode() == http.StatusSwitchingProtocols
+	closing := ex.cleanResponse(&resp.Header, upgrade)
 	// The answer stands, the connection does not, when the request was not
 	// sent whole.
-	reusable := werr == nil && !resp.Close && !req.Close
-	pc.conn.SetReadDeadline(time.Time{})
-	if pc.cancelled.Load() {
-		pc.conn.SetDeadline(aLongTimeAgo)
-	}
-
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		// ReverseProxy takes the connection over for the upgrade.
-		resp.Body = upgradedConn{Reader: pc.br, Writer: pc.conn, conn: pc.conn, stop: stop}
-		return resp, nil
-	}
-	pooled := &pooledBody{ReadCloser: resp.Body, t: t, pc: pc, stop: stop, reusable: reusable}
-	if resp.Body == http.NoBody {
-		pooled.release(true)
-		return resp, nil
-	}
-	resp.Body = pooled
-	return resp, nil
+	pc.reusable = werr == nil && !closing && !upgrade
+	return nil
 }
+
+var http11 = []byte("HTTP/1.1")
+
+// The read deadline readHead sets is left in place for a body read with the
+// head, and the next request's readHead sets its own; a body that streams
+// lifts it first (relay.begin).
+
+// readHead reads a response head into the client's response by the
+// deadline (zero: none). While it waits for the first byte it looks at the
+// client every clientCheckEvery, and gives up with errClientGone when the
+// client has left.
+func (t *transport) readHead(ex *exchange, pc *pconn, deadline time.Time) error {
+	for {
+		wait := deadline
+		if now := time.Now(); wait.IsZero() || wait.Sub(now) > clientCheckEvery {
+			// The check's deadline left from the connection's last request
+			// does while it is at least half a period ahead: moving it
+			// costs more than looking at the client a little early.
+			if ahead := pc.readDeadline.Sub(now); ahead >= clientCheckEvery/2 && ahead <= clientCheckEvery {
+				wait = pc.readDeadline
+			} else {
+				wait = now.Add(clientCheckEvery)
+			}
+		}
+		pc.setReadDeadline(wait)
+		_, err := pc.br.Peek(1)
+		if err == nil {
+			break
+		}
+		if !isTimeout(err) || !deadline.IsZero() && !time.Now().Before(deadline) {
+			return err
+		}
+		if ex.clientGone() {
+			return errClientGone
+		}
+	}
+	for {
+		err := ex.ctx.Response.Header.Read(pc.br)
+		switch {
+		case err == nil:
+			return nil
+		case isSmallBuffer(err) && pc.br.Size() < MaxResponseHead:
+			// A head larger than the connection's buffer: read on with
+			// one that holds the largest allowed, what is buffered first.
+			pc.br = bufio.NewReaderSize(pc.br, MaxResponseHead)
+		case isTimeout(err) && (deadline.IsZero() || time.Now().Before(deadline)):
+			// The head began before the check's deadline and goes on
+			// after it: wait for the rest by the request's own deadline.
+			pc.setReadDeadline(deadline)
+		default:
+			return err
+		}
+	}
+}
+
+// setReadDeadline moves the connection's read deadline, unless it is there
+// already.
+func (pc *pconn) setReadDeadline(t time.Time) {
+	if !t.Equal(pc.readDeadline) {
+		pc.conn.SetReadDeadline(t)
+		pc.readDeadline = t
+	}
+}
+
+// minSendBuffer is less than any TCP socket's send buffer (Linux starts
+// them at 16 KB): a write this small to a connection whose earlier requests
+// were answered never waits for the app to read.
+const minSendBuffer = 4 << 10
 
 // earlyAnswerGrace is how long a request whose send stalled waits for an
 // answer the app may have sent before it stopped reading: such an answer is
@@ -323,6 +348,13 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// isSmallBuffer reports whether err is fasthttp's head that outgrew the
+// read buffer.
+func isSmallBuffer(err error) bool {
+	var small *fasthttp.ErrSmallBuffer
+	return errors.As(err, &small)
+}
+
 // clientBodyError is a failure to read the client's request body.
 type clientBodyError struct{ err error }
 
@@ -334,18 +366,27 @@ func (e *clientBodyError) Unwrap() error { return e.err }
 func (e *clientBodyError) malformed() bool {
 	var ne net.Error
 	return !errors.Is(e.err, io.ErrUnexpectedEOF) && !errors.Is(e.err, io.EOF) && !errors.As(e.err, &ne) &&
-		!errors.Is(e.err, context.Canceled)
+		!isConnectionError(e.err)
 }
+
+// recentlyUsed is how long after its last response a pooled connection is
+// reused without the liveness check's system call: no app closes a
+// kept-alive connection that soon without saying so (Connection: close),
+// and under load, when the check would cost most, connections come back
+// within microseconds. Should one have closed all the same, the request is
+// sent once more on a new connection when nothing of it was taken, or fails
+// as a reset, which a read survives.
+const recentlyUsed = 100 * time.Millisecond
 
 // conn returns a live idle connection to key, or a new one (always a new
 // one with fresh set).
-func (t *transport) conn(ctx context.Context, key connKey, fresh bool) (*pconn, bool, error) {
+func (t *transport) conn(key *connKey, fresh bool) (*pconn, bool, error) {
 	for !fresh {
 		pc := t.popIdle(key)
 		if pc == nil {
 			break
 		}
-		if time.Since(pc.idleSince) < t.idleTimeout && pc.alive() {
+		if idle := time.Since(pc.idleSince); idle < t.idleTimeout && (idle < recentlyUsed && pc.br.Buffered() == 0 || pc.alive()) {
 			if t.afterPeek != nil {
 				t.afterPeek(pc)
 			}
@@ -353,11 +394,11 @@ func (t *transport) conn(ctx context.Context, key connKey, fresh bool) (*pconn, 
 		}
 		pc.conn.Close()
 	}
-	pc, err := t.dial(ctx, key)
+	pc, err := t.dial(key)
 	return pc, false, err
 }
 
-func (t *transport) popIdle(key connKey) *pconn {
+func (t *transport) popIdle(key *connKey) *pconn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	list := t.idle[key]
@@ -384,7 +425,7 @@ func (t *transport) put(pc *pconn) {
 		return
 	}
 	if t.idle == nil {
-		t.idle = map[connKey][]*pconn{}
+		t.idle = map[*connKey][]*pconn{}
 	}
 	list := t.idle[pc.key]
 	if len(list) > 0 && pc.idleSince.Sub(list[0].idleSince) > t.idleTimeout {
@@ -398,7 +439,7 @@ func (t *transport) put(pc *pconn) {
 	}
 }
 
-func (t *transport) dial(ctx context.Context, key connKey) (*pconn, error) {
+func (t *transport) dial(key *connKey) (*pconn, error) {
 	addr := key.host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		port := "80"
@@ -407,7 +448,7 @@ func (t *transport) dial(ctx context.Context, key connKey) (*pconn, error) {
 		}
 		addr = net.JoinHostPort(addr, port)
 	}
-	raw, err := t.dialer.DialContext(ctx, "tcp", addr)
+	raw, err := t.dialer.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +460,7 @@ func (t *transport) dial(ctx context.Context, key connKey) (*pconn, error) {
 		}
 		cfg.NextProtos = []string{"http/1.1"}
 		tc := tls.Client(raw, cfg)
-		hctx, cancel := context.WithTimeout(ctx, t.tlsHandshakeTimeout)
+		hctx, cancel := context.WithTimeout(context.Background(), t.tlsHandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
@@ -433,16 +474,15 @@ func (t *transport) dial(ctx context.Context, key connKey) (*pconn, error) {
 	return pc, nil
 }
 
-func newPconn(key connKey, conn, raw net.Conn) *pconn {
+func newPconn(key *connKey, conn, raw net.Conn) *pconn {
 	pc := &pconn{key: key, conn: conn, raw: raw, headBudget: -1}
 	if sc, ok := raw.(syscall.Conn); ok {
 		pc.rawConn, _ = sc.SyscallConn()
 	}
 	var buf [1]byte
-	pc.peek = func(fd uintptr) bool {
+	pc.peek = func(fd uintptr) {
 		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		pc.peekAlive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true // never wait for readiness
 	}
 	pc.br = bufio.NewReaderSize(pc, 4<<10)
 	pc.bw = bufio.NewWriterSize(pc, 4<<10)
@@ -460,7 +500,9 @@ func (pc *pconn) alive() bool {
 		return true
 	}
 	pc.peekAlive = false
-	if err := pc.rawConn.Read(pc.peek); err != nil {
+	// Control, not Read: a read deadline left on the connection must not
+	// fail the check.
+	if err := pc.rawConn.Control(pc.peek); err != nil {
 		return false
 	}
 	return pc.peekAlive
@@ -478,56 +520,4 @@ func (t *transport) CloseIdleConnections() {
 			pc.conn.Close()
 		}
 	}
-}
-
-// pooledBody returns its connection to the pool once the body has been read
-// to the end, and closes it when the body is abandoned early.
-type pooledBody struct {
-	io.ReadCloser
-	t        *transport
-	pc       *pconn
-	stop     func() bool
-	reusable bool
-	done     bool
-}
-
-func (b *pooledBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.release(true)
-	}
-	return n, err
-}
-
-func (b *pooledBody) Close() error {
-	b.release(false)
-	return nil
-}
-
-func (b *pooledBody) release(complete bool) {
-	if b.done {
-		return
-	}
-	b.done = true
-	// stop is false once the cancellation has started: its deadline may
-	// land at any moment, so the connection must not be pooled.
-	if stopped := b.stop(); complete && b.reusable && stopped {
-		b.t.put(b.pc)
-		return
-	}
-	b.pc.conn.Close()
-}
-
-// upgradedConn is the body of a 101 response: the connection itself, read
-// through the bytes already buffered.
-type upgradedConn struct {
-	io.Reader
-	io.Writer
-	conn net.Conn
-	stop func() bool
-}
-
-func (u upgradedConn) Close() error {
-	u.stop()
-	return u.conn.Close()
 }

@@ -363,3 +363,99 @@ func TestClientGoneIsLogged(t *testing.T) {
 		t.Errorf("log line %q, want at=error code=client_gone ... status=499", line)
 	}
 }
+
+// TestTrailersAndBodilessResponses: a chunked response's trailer fields
+// follow its body to the client; HEAD, 204 and 304 answers keep their
+// heads and carry no body, and the connection goes on serving.
+func TestTrailersAndBodilessResponses(t *testing.T) {
+	t.Parallel()
+	primary, replica := newUpstream(t, "primary"), newUpstream(t, "replica")
+	replica.handle(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailer":
+			w.Header().Set("Trailer", "X-Checksum")
+			io.WriteString(w, "body")
+			w.(http.Flusher).Flush()
+			w.Header().Set("X-Checksum", "abc123")
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/cached":
+			w.Header().Set("ETag", `"v1"`)
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.Header().Set("Content-Length", "11")
+			io.WriteString(w, "hello world")
+		}
+	})
+	rt := startRouter(t, baseEnv(primary, replica))
+	client := &http.Client{}
+
+	resp, err := client.Get(rt.URL + "/trailer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "body" || resp.Trailer.Get("X-Checksum") != "abc123" {
+		t.Errorf("chunked response: body %q, trailer %v; want \"body\" and X-Checksum: abc123", body, resp.Trailer)
+	}
+
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		header       string
+	}{
+		{"HEAD", "/items", 200, "Content-Length"},
+		{"GET", "/empty", 204, ""},
+		{"GET", "/cached", 304, "Etag"},
+		{"GET", "/items", 200, "Content-Length"},
+	} {
+		req, _ := http.NewRequest(tc.method, rt.URL+tc.path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, resp.StatusCode, tc.status)
+		}
+		if tc.header != "" && resp.Header.Get(tc.header) == "" && !(tc.header == "Content-Length" && resp.ContentLength == 11) {
+			t.Errorf("%s %s: no %s header in %v", tc.method, tc.path, tc.header, resp.Header)
+		}
+		if want := map[string]string{"GET /items": "hello world"}[tc.method+" "+tc.path]; string(body) != want {
+			t.Errorf("%s %s: body %q, want %q", tc.method, tc.path, body, want)
+		}
+	}
+}
+
+// TestExpectContinue: a client that asks before sending its body gets 100
+// Continue, sends the body, and gets the app's answer to all of it.
+func TestExpectContinue(t *testing.T) {
+	t.Parallel()
+	primary := newUpstream(t, "primary")
+	primary.handle(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %d bytes", len(b))
+	})
+	rt := startRouter(t, baseEnv(primary))
+	conn := rt.dial()
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	br := bufio.NewReader(conn)
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 Continue") {
+		t.Fatalf("before the body: %q, %v; want 100 Continue", line, err)
+	}
+	br.ReadString('\n') // the interim response's empty line
+	io.WriteString(conn, "hello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "got 5 bytes" {
+		t.Errorf("after the body: %d %q, want 200 \"got 5 bytes\"", resp.StatusCode, body)
+	}
+}

@@ -29,7 +29,7 @@ go test -race -count=1 ./...
 # The end-to-end fault and consistency tests again, with the router binary
 # itself built with the race detector (the memory-bound tests are left out:
 # the detector multiplies memory).
-ROUTER_E2E_RACE=1 go test -count=1 -run 'TestRouting|TestPin|TestAppSteers|TestReplica|TestHealthPath|TestHung|TestEveryReplica|TestPrimaryDown|TestWrites|TestSpillover|TestLeastOut|TestUpgrade|TestForwarding|TestUpstream|TestClientGone|TestSigterm|TestPostgres|TestMetricsMove|TestStatusJSON|TestDatabaseUnreachable|TestIdleConnectionClosedByTheApp|TestEarly|TestClientGoneMidBody|TestSlowUpload|TestMalformedChunked|TestClientLeaves|TestHalfClosed|TestUpstreamSendTimeout|TestClientSendTimeout|TestSmugglingProbes|TestInterim|TestReplayReadErrors' ./test
+ROUTER_E2E_RACE=1 go test -count=1 -run 'TestRouting|TestPin|TestAppSteers|TestReplica|TestHealthPath|TestHung|TestEveryReplica|TestPrimaryDown|TestWrites|TestSpillover|TestLeastOut|TestUpgrade|TestForwarding|TestUpstream|TestClientGone|TestSigterm|TestPostgres|TestMetricsMove|TestStatusJSON|TestDatabaseUnreachable|TestIdleConnectionClosedByTheApp|TestEarly|TestClientGoneMidBody|TestSlowUpload|TestMalformedChunked|TestClientLeaves|TestHalfClosed|TestUpstreamSendTimeout|TestClientSendTimeout|TestSmugglingProbes|TestInterim|TestReplayReadErrors|TestTrailersAndBodiless|TestExpectContinue|TestHTTP10' ./test
 
 # Each fuzz target for a few seconds beyond its committed seed corpus. The
 # budgets are execution counts, not durations: Go 1.26's fuzz coordinator can

@@ -1,0 +1,562 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/splitapp/router/health"
+)
+
+// This file is the send step: the request on its way to an upstream, and
+// the upstream's response on its way back. It does what a reverse proxy
+// does (hop-by-hop headers, X-Forwarded-*, Host) over fasthttp's request
+// and response, so that nothing is copied into net/http's types.
+
+// send makes one attempt on b. A failure is left in ex.failure; otherwise
+// the response head is in the response, and its body either read with it
+// or on its way through ex.relay.
+func (rt *Router) send(ex *exchange, b *backend) {
+	ex.attemptStart = ex.start
+	if ex.backend != nil {
+		ex.attemptStart = time.Now() // a retry or a replay
+	}
+	ex.backend = b
+	b.up.Begin()
+	pc, f := rt.transport.roundTrip(ex, b)
+	if f == nil && b.up.Role == health.Replica {
+		if replay := rt.replicaResponse(ex); replay != nil {
+			// The answer is discarded unread, and its connection with it.
+			pc.conn.Close()
+			f = &failure{health.NoFailure, replay}
+		}
+	}
+	if f != nil {
+		b.up.End()
+		ex.failure = f
+		return
+	}
+	ex.begun = b
+	resp := &ex.ctx.Response
+	ex.status = resp.StatusCode()
+	if ex.closeClient {
+		resp.Header.SetConnectionClose()
+	}
+	ex.pin()
+	if ex.status == http.StatusSwitchingProtocols {
+		rt.upgrade(ex, pc)
+		return
+	}
+	ex.relay.begin(pc, bodyLength(ex, resp))
+}
+
+// bodyLength is how the response body is framed: its length, 0 for none,
+// -1 for chunked, -2 for a body that ends when the connection does.
+func bodyLength(ex *exchange, resp *fasthttp.Response) int {
+	if ex.ctx.IsHead() || ex.status == http.StatusNoContent || ex.status == http.StatusNotModified {
+		return 0
+	}
+	return resp.Header.ContentLength()
+}
+
+// Hop-by-hop and router-owned request headers: they are never forwarded
+// as the client sent them (RFC 9110 §7.6.1).
+func skipRequestHeader(k string) bool {
+	switch k {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Proxy-Connection",
+		"Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade", "Expect",
+		"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Request-Id", PinTokenHeader:
+		return true
+	}
+	return false
+}
+
+// writeHead writes the request head for b to w. The target and headers
+// are the client's, less hop-by-hop headers, the pin cookie and the
+// router's own headers; Host is b's unless PRESERVE_HOST. X-Forwarded-For
+// is appended to; X-Forwarded-Proto and -Host are kept as the front router
+// set them (they are the real client's), or set.
+func (ex *exchange) writeHead(w *bufio.Writer, b *backend) {
+	h := &ex.ctx.Request.Header
+	w.Write(h.Method())
+	w.WriteByte(' ')
+	w.WriteString(b.prefix)
+	target := h.RequestURI()
+	if len(target) == 0 || target[0] != '/' && target[0] != '*' {
+		target = ex.ctx.URI().RequestURI() // absolute-form: send origin-form
+	}
+	w.Write(target)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	if ex.rt.preserveHost {
+		w.Write(h.Host())
+	} else {
+		w.WriteString(b.key.host)
+	}
+	w.WriteString("\r\n")
+
+	connection := ex.head.connection
+	xff := ex.scratch[:0]
+	var proto, fwdHost []byte
+	for k, v := range h.All() {
+		name := view(k)
+		switch {
+		case name == "X-Forwarded-For":
+			if len(xff) > 0 {
+				xff = append(xff, ", "...)
+			}
+			xff = append(xff, v...)
+			continue
+		case name == "X-Forwarded-Proto":
+			proto = v
+			continue
+		case name == "X-Forwarded-Host":
+			fwdHost = v
+			continue
+		case skipRequestHeader(name) || len(connection) > 0 && hasToken(connection, name):
+			continue
+		case name == "Cookie" && ex.pinCookie:
+			ex.writeCookies(w, v)
+			continue
+		}
+		writeField(w, k, v)
+	}
+	w.WriteString("X-Request-Id: ")
+	w.WriteString(ex.requestID)
+	w.WriteString("\r\nX-Forwarded-For: ")
+	if len(xff) > 0 {
+		xff = append(xff, ", "...)
+	}
+	xff = clientIP(ex.ctx, xff)
+	w.Write(xff)
+	ex.scratch = xff[:0]
+	w.WriteString("\r\nX-Forwarded-Host: ")
+	if fwdHost != nil {
+		w.Write(fwdHost)
+	} else {
+		w.Write(h.Host())
+	}
+	w.WriteString("\r\nX-Forwarded-Proto: ")
+	switch {
+	case proto != nil:
+		w.Write(proto)
+	case ex.ctx.IsTLS():
+		w.WriteString("https")
+	default:
+		w.WriteString("http")
+	}
+	w.WriteString("\r\n")
+	switch n := requestBodyLength(h); {
+	case n > 0 || n == 0 && (h.IsPost() || h.IsPut() || h.IsPatch()):
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(ex.num[:0], int64(n), 10))
+		w.WriteString("\r\n")
+	case n == -1:
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if ex.decision.Reason == ReasonUpgrade {
+		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		w.Write(ex.head.upgrade)
+		w.WriteString("\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+func writeField(w *bufio.Writer, k, v []byte) {
+	w.Write(k)
+	w.WriteString(": ")
+	w.Write(v)
+	w.WriteString("\r\n")
+}
+
+// writeCookies writes the Cookie header without the pin cookie: the app
+// never sees the router's cookie.
+func (ex *exchange) writeCookies(w *bufio.Writer, line []byte) {
+	name := ex.rt.pinner.Name()
+	first := true
+	for len(line) > 0 {
+		var part []byte
+		part, line, _ = bytes.Cut(line, []byte(";"))
+		part = bytes.TrimSpace(part)
+		k, _, _ := bytes.Cut(part, []byte("="))
+		if len(part) == 0 || view(k) == name {
+			continue
+		}
+		if first {
+			w.WriteString("Cookie: ")
+			first = false
+		} else {
+			w.WriteString("; ")
+		}
+		w.Write(part)
+	}
+	if !first {
+		w.WriteString("\r\n")
+	}
+}
+
+// hasToken reports whether a comma-separated header value lists token,
+// case-insensitively.
+func hasToken(list []byte, token string) bool {
+	for len(list) > 0 {
+		var t []byte
+		t, list, _ = bytes.Cut(list, []byte(","))
+		if t = bytes.TrimSpace(t); len(t) == len(token) && bytes.EqualFold(t, []byte(token)) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeBody sends the request body to w: kept bytes for a replay, or the
+// client's stream, once. It returns the client's read error; an error
+// writing is the connection's (pconn.writeErr).
+func (ex *exchange) writeBody(w *bufio.Writer, pc *pconn) error {
+	if ex.buffered {
+		w.Write(ex.body)
+		return nil
+	}
+	h := &ex.ctx.Request.Header
+	n := requestBodyLength(h)
+	if n == 0 {
+		return nil
+	}
+	stream := ex.ctx.RequestBodyStream()
+	if stream == nil {
+		w.Write(ex.ctx.Request.Body())
+		return nil
+	}
+	ex.bodySent = true
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	left := int64(n)
+	for {
+		m, err := stream.Read(buf)
+		if n >= 0 {
+			m = int(min(int64(m), left))
+			left -= int64(m)
+		}
+		if m > 0 {
+			if n == -1 {
+				w.Write(strconv.AppendInt(ex.num[:0], int64(m), 16))
+				w.WriteString("\r\n")
+			}
+			w.Write(buf[:m])
+			if n == -1 {
+				w.WriteString("\r\n")
+			}
+			if pc.writeErr != nil {
+				return nil
+			}
+		}
+		if n >= 0 && left == 0 {
+			return nil
+		}
+		if err == io.EOF {
+			if n == -1 {
+				w.WriteString("0\r\n\r\n")
+				return nil
+			}
+			return io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// copyBuffers lends 32 KiB buffers for streaming request bodies, so a
+// large upload costs one reused buffer, not fresh garbage per request.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// cleanResponse removes what must not reach the client from the response
+// head the upstream sent: hop-by-hop headers (RFC 9110 §7.6.1) and the
+// router's own. It returns whether the upstream will close its connection.
+func (ex *exchange) cleanResponse(h *fasthttp.ResponseHeader, upgrade bool) (closing bool) {
+	closing = h.ConnectionClose()
+	h.ResetConnectionClose()
+	if c := h.Peek("Connection"); len(c) > 0 {
+		tokens := append(ex.scratch[:0], c...)
+		for len(tokens) > 0 {
+			var t []byte
+			t, tokens, _ = bytes.Cut(tokens, []byte(","))
+			if t = bytes.TrimSpace(t); len(t) > 0 && !(upgrade && bytes.EqualFold(t, []byte("upgrade"))) {
+				h.DelBytes(t)
+			}
+		}
+		if !upgrade {
+			h.Del("Connection")
+		}
+	}
+	h.Del("Keep-Alive")
+	h.Del("Proxy-Connection")
+	h.Del("Te")
+	if !upgrade {
+		h.Del("Upgrade")
+	}
+	h.Del(PinTokenHeader)
+	return closing
+}
+
+// upgrade hands the client's connection over to the upgraded protocol
+// (WebSocket): once the 101 is relayed, bytes are copied both ways until
+// either side closes. The exchange is finished then.
+func (rt *Router) upgrade(ex *exchange, pc *pconn) {
+	pc.setReadDeadline(time.Time{})
+	ex.relay.streaming = true
+	head := append([]byte(nil), ex.ctx.Response.Header.Header()...)
+	ex.ctx.HijackSetNoResponse(true)
+	ex.ctx.Hijack(func(c net.Conn) {
+		defer rt.finish(ex, nil)
+		defer pc.conn.Close()
+		if _, err := c.Write(head); err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			io.Copy(pc.conn, c)
+			pc.conn.Close()
+			close(done)
+		}()
+		io.Copy(c, pc.br)
+		c.Close()
+		<-done
+	})
+}
+
+// relay is the response body on its way from the upstream to the client.
+// A small body of known length is read with the head, so the connection
+// goes back to the pool before the response is written; a larger one
+// streams: fasthttp's server reads it as the response's body stream after
+// the handler has returned, and closes it with the outcome, which is when
+// the exchange is finished.
+type relay struct {
+	ex        *exchange
+	pc        *pconn
+	streaming bool
+	// left is what remains of a body of known length, or of the current
+	// chunk; length is the body's framing, as bodyLength says.
+	left    int64
+	length  int
+	chunked chunkState
+	// upErr is the upstream's error that cut the body short.
+	upErr error
+	eof   bool
+}
+
+type chunkState uint8
+
+const (
+	chunkSize chunkState = iota // at a chunk-size line
+	chunkData                   // in a chunk's data
+	chunkEnd                    // at the CRLF after a chunk's data
+)
+
+// smallBody is the largest body of known length read with the head.
+const smallBody = 16 << 10
+
+// errMalformedChunk is an upstream's chunked body that does not parse.
+var errMalformedChunk = errors.New("malformed chunked response body")
+
+func (r *relay) begin(pc *pconn, length int) {
+	r.pc, r.length = pc, length
+	resp := &r.ex.ctx.Response
+	switch {
+	case length == 0:
+		r.release(true)
+	case length > 0 && length <= smallBody:
+		for left := length; left > 0; {
+			p, err := pc.br.Peek(min(left, pc.br.Size()))
+			if len(p) > 0 {
+				resp.AppendBody(p)
+				pc.br.Discard(len(p))
+				left -= len(p)
+			}
+			if err != nil && left > 0 {
+				// The body broke off before the client got any of it; the
+				// client's connection is cut all the same, so that it sees
+				// an error, never a short body as whole.
+				r.upErr = err
+				r.release(false)
+				resp.ResetBody()
+				r.ex.ctx.Conn().Close()
+				return
+			}
+		}
+		r.ex.bytes = int64(length)
+		r.release(true)
+	default:
+		pc.setReadDeadline(time.Time{})
+		r.streaming = true
+		r.left = int64(length)
+		resp.SetBodyStream(r, max(length, -1))
+	}
+}
+
+// release returns the upstream connection to the pool when the body was
+// read whole and the connection can carry another request; else closes it.
+func (r *relay) release(whole bool) {
+	if r.pc == nil {
+		return
+	}
+	if whole && r.pc.reusable {
+		r.ex.rt.transport.put(r.pc)
+	} else {
+		r.pc.conn.Close()
+	}
+	r.pc = nil
+}
+
+// Read implements io.Reader for fasthttp's server, which writes each read
+// as it comes (a chunked body a chunk per read, flushed: server-sent events
+// arrive as sent).
+func (r *relay) Read(p []byte) (int, error) {
+	if r.eof {
+		return 0, io.EOF
+	}
+	if d := r.ex.rt.clientSendTimeout; d > 0 {
+		r.ex.extendSendDeadline(d)
+	}
+	var n int
+	var err error
+	switch r.length {
+	case -1:
+		n, err = r.readChunked(p)
+	case -2:
+		n, err = r.pc.br.Read(p)
+		if err == io.EOF {
+			r.pc.reusable = false
+		}
+	default:
+		if r.left == 0 {
+			r.eof = true
+			return 0, io.EOF
+		}
+		n, err = r.pc.br.Read(p[:min(int64(len(p)), r.left)])
+		r.left -= int64(n)
+		if r.left == 0 {
+			err = nil
+		} else if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	r.ex.bytes += int64(n)
+	switch {
+	case err == io.EOF:
+		r.eof = true
+	case err != nil:
+		r.upErr = err
+	}
+	return n, err
+}
+
+// readChunked reads the upstream's chunked body, chunk by chunk, and at its
+// end the trailer fields, which follow the body to the client.
+func (r *relay) readChunked(p []byte) (int, error) {
+	br := r.pc.br
+	for {
+		switch r.chunked {
+		case chunkEnd:
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return 0, unexpected(err)
+			}
+			if len(bytes.TrimRight(line, "\r\n")) != 0 {
+				return 0, errMalformedChunk
+			}
+			r.chunked = chunkSize
+		case chunkSize:
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return 0, unexpected(err)
+			}
+			line, _, _ = bytes.Cut(bytes.TrimRight(line, "\r\n"), []byte(";"))
+			size, err := strconv.ParseUint(view(bytes.TrimSpace(line)), 16, 62)
+			if err != nil {
+				return 0, errMalformedChunk
+			}
+			if size == 0 {
+				return 0, r.readTrailer()
+			}
+			r.left, r.chunked = int64(size), chunkData
+		case chunkData:
+			n, err := br.Read(p[:min(int64(len(p)), r.left)])
+			r.left -= int64(n)
+			if r.left == 0 {
+				r.chunked = chunkEnd
+			}
+			if err != nil && r.left > 0 {
+				return n, unexpected(err)
+			}
+			return n, nil
+		}
+	}
+}
+
+// readTrailer reads the trailer section after the last chunk into the
+// response's trailers, and returns io.EOF at its end.
+func (r *relay) readTrailer() error {
+	h := &r.ex.ctx.Response.Header
+	for {
+		line, err := r.pc.br.ReadSlice('\n')
+		if err != nil {
+			return unexpected(err)
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			return io.EOF
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if ok && h.AddTrailerBytes(k) == nil {
+			h.SetBytesKV(k, bytes.TrimSpace(v))
+		}
+	}
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// CloseWithError is called by fasthttp's server once the body is out, with
+// the error that stopped it, if any: the upstream's (from Read) or the
+// client's.
+func (r *relay) CloseWithError(err error) error {
+	r.release(r.eof && r.upErr == nil)
+	r.ex.clearSendDeadline()
+	r.ex.rt.finish(r.ex, err)
+	return nil
+}
+
+// extendSendDeadline keeps the client connection's write deadline d ahead,
+// so a client that stops reading is cut off after d without progress. The
+// deadline moves at most every d/16, which keeps the clock and the poller
+// off the path of most writes.
+func (ex *exchange) extendSendDeadline(d time.Duration) {
+	now := time.Now()
+	if now.Sub(ex.sendDeadlineAt) < d/16 {
+		return
+	}
+	ex.ctx.Conn().SetWriteDeadline(now.Add(d))
+	ex.sendDeadlineAt = now
+}
+
+// clearSendDeadline lifts the write deadline, so it cannot outlive the
+// exchange on a kept-alive connection.
+func (ex *exchange) clearSendDeadline() {
+	if ex.sendDeadlineAt.IsZero() {
+		return
+	}
+	ex.ctx.Conn().SetWriteDeadline(time.Time{})
+	ex.sendDeadlineAt = time.Time{}
+}
