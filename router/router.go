@@ -241,8 +241,15 @@ func (rt *Router) serve(ctx *fasthttp.RequestCtx) {
 		// Transfer-Encoding itself.)
 		ctx.SetConnectionClose()
 	}
+	if string(h.RequestURI()) == "*" {
+		// A server-wide OPTIONS (scanRequest refused * with any other
+		// method) asks about the router, which answers it.
+		ctx.Response.Header.Set("Allow", allowedMethods)
+		rt.release(ex)
+		return
+	}
 	if h.IsConnect() {
-		ctx.Response.Header.Set("Allow", "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE")
+		ctx.Response.Header.Set("Allow", allowedMethods)
 		ctx.Error("405 Method Not Allowed: the router does not tunnel CONNECT", http.StatusMethodNotAllowed)
 		rt.release(ex)
 		return
@@ -269,6 +276,9 @@ func (rt *Router) serve(ctx *fasthttp.RequestCtx) {
 	rt.answer(ex, refused)
 	rt.finish(ex, nil)
 }
+
+// allowedMethods is the Allow header of the router's own answers.
+const allowedMethods = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
 
 // plan decides where the request goes first, or the answer when nowhere
 // can take it.

@@ -425,8 +425,8 @@ func TestAsteriskForm(t *testing.T) {
 		t.Errorf("GET *: %v, want one 400", resps)
 	}
 	resps = rawExchange(t, rt.Port, "OPTIONS * HTTP/1.1\r\nHost: x\r\nX-Request-Id: asterisk-form-0123456789\r\nConnection: close\r\n\r\n")
-	if len(resps) != 1 || resps[0].StatusCode != 200 {
-		t.Fatalf("OPTIONS *: %v, want one 200", resps)
+	if len(resps) != 1 || resps[0].StatusCode != 200 || resps[0].Header.Get("Allow") == "" {
+		t.Fatalf("OPTIONS *: %v, want one 200 with the router's Allow header", resps)
 	}
 	if n := primary.count() + replica.count(); n != 0 {
 		t.Errorf("%d requests reached the apps, want none", n)
