@@ -2,6 +2,7 @@ package router
 
 import (
 	"io"
+	"slices"
 	"strconv"
 
 	"github.com/splitapp/router/health"
@@ -63,21 +64,13 @@ const replayBodyLimit = 64 << 10
 // bufferBody reads a small request body into memory so that it can be sent
 // again on a replay. A body the client broke comes back as a failure.
 func bufferBody(ex *exchange) *failure {
-	want := ex.ctx.Request.Header.ContentLength()
 	if stream := ex.ctx.RequestBodyStream(); stream != nil {
-		ex.body = ex.body[:0]
-		for len(ex.body) < want {
-			if cap(ex.body) == len(ex.body) {
-				ex.body = append(ex.body, 0)[:len(ex.body)]
-			}
-			n, err := stream.Read(ex.body[len(ex.body):min(cap(ex.body), want)])
-			ex.body = ex.body[:len(ex.body)+n]
-			if err == io.EOF && len(ex.body) < want {
+		ex.body = slices.Grow(ex.body[:0], replayBodyLimit)[:ex.ctx.Request.Header.ContentLength()]
+		if _, err := io.ReadFull(stream, ex.body); err != nil {
+			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			if err != nil && err != io.EOF {
-				return &failure{health.Client, &clientBodyError{err}}
-			}
+			return &failure{health.Client, &clientBodyError{err}}
 		}
 	} else {
 		ex.body = append(ex.body[:0], ex.ctx.Request.Body()...)

@@ -126,20 +126,6 @@ func (l *liveness) init() {
 	}
 }
 
-// pending reports whether bytes the client sent wait unread on c.
-func (l *liveness) pending(c *net.TCPConn) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	has := false
-	raw.Control(func(fd uintptr) {
-		n, _, _ := syscall.Recvfrom(int(fd), l.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		has = n > 0
-	})
-	return has
-}
-
 // check reports whether the client on c is still there. A connection whose
 // socket cannot be reached is taken to be.
 func (l *liveness) check(c net.Conn) bool {
@@ -182,27 +168,16 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
-		return &limitedConn{Conn: c, slots: l.slots}, nil
+		c.Close()
+		<-l.slots
+		return nil, fmt.Errorf("LimitListener serves TCP connections only, got %T", c)
 	}
-	return &limitedTCPConn{TCPConn: tc, slots: l.slots}, nil
+	return &limitedConn{TCPConn: tc, slots: l.slots}, nil
 }
 
-// limitedConn frees its slot when closed, once.
+// limitedConn frees its slot when closed, once. It keeps *net.TCPConn's
+// methods: SyscallConn for the liveness check, CloseWrite, ReadFrom.
 type limitedConn struct {
-	net.Conn
-	slots  chan struct{}
-	closed sync.Once
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.closed.Do(func() { <-c.slots })
-	return err
-}
-
-// limitedTCPConn is a limitedConn that keeps *net.TCPConn's methods:
-// SyscallConn for the liveness check, CloseWrite, ReadFrom.
-type limitedTCPConn struct {
 	*net.TCPConn
 	slots  chan struct{}
 	closed sync.Once
@@ -214,9 +189,8 @@ type limitedTCPConn struct {
 // is read and dropped for a moment first. Closed at once with unread bytes,
 // the kernel would reset the connection, and the client could lose the
 // answer it has not read yet. net/http's server does the same.
-func (c *limitedTCPConn) Close() error {
-	var l liveness
-	if l.pending(c.TCPConn) {
+func (c *limitedConn) Close() error {
+	if unreadInput(c.TCPConn) {
 		c.TCPConn.CloseWrite()
 		c.TCPConn.SetReadDeadline(time.Now().Add(lingerDrain))
 		io.Copy(io.Discard, c.TCPConn)
@@ -229,3 +203,18 @@ func (c *limitedTCPConn) Close() error {
 // lingerDrain bounds how long a closing connection reads what its client
 // still sends.
 const lingerDrain = 500 * time.Millisecond
+
+// unreadInput reports whether bytes the client sent wait unread on c.
+func unreadInput(c *net.TCPConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var buf [1]byte
+	has := false
+	raw.Control(func(fd uintptr) {
+		n, _, _ := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		has = n > 0
+	})
+	return has
+}
