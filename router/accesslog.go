@@ -58,7 +58,7 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 	if xff := ex.head.forwardedFor; len(xff) > 0 {
 		e.str("fwd", view(xff), true)
 	} else {
-		e.str("fwd", view(clientIP(ex.ctx, ex.scratch[:0])), true)
+		e.str("fwd", view(ex.clientIP()), true)
 	}
 	upstream, name := "none", "none"
 	if ex.backend != nil {
@@ -148,21 +148,23 @@ func (e *lineEncoder) end() []byte {
 }
 
 func (e *lineEncoder) key(k string) {
-	switch {
-	case e.json && e.first:
-		e.b = append(e.b, '"')
-	case e.json:
-		e.b = append(e.b, ',', '"')
-	case !e.first:
+	first := e.first
+	e.first = false
+	if e.json {
+		if first {
+			e.b = append(e.b, '"')
+		} else {
+			e.b = append(e.b, ',', '"')
+		}
+		e.b = append(e.b, k...)
+		e.b = append(e.b, '"', ':')
+		return
+	}
+	if !first {
 		e.b = append(e.b, ' ')
 	}
-	e.first = false
 	e.b = append(e.b, k...)
-	if e.json {
-		e.b = append(e.b, '"', ':')
-	} else {
-		e.b = append(e.b, '=')
-	}
+	e.b = append(e.b, '=')
 }
 
 func (e *lineEncoder) str(k, v string, quote bool) {
@@ -201,26 +203,48 @@ func (e *lineEncoder) ms(k string, d time.Duration) {
 // untrusted: anything but plain printable ASCII without spaces, quotes or
 // "=" is quoted with Go escapes, so no byte sequence (CR, LF, quotes,
 // invalid UTF-8) can end the line or forge a field. quote forces quotes, as
-// Heroku's router does for path and fwd.
+// Heroku's router does for path and fwd; inside them, spaces and "=" need
+// no escape.
 func appendValue(b []byte, v string, quote bool) []byte {
-	if !quote && !needsQuote(v) {
-		return append(b, v...)
-	}
-	return strconv.AppendQuote(b, v)
-}
-
-func needsQuote(v string) bool {
-	if v == "" {
-		return true
+	class := needsQuote
+	if quote {
+		class = needsEscape
 	}
 	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= utf8.RuneSelf || c == 0x7f {
-			return true
+		if logBytes[v[i]]&class != 0 {
+			return strconv.AppendQuote(b, v)
 		}
 	}
-	return false
+	if !quote {
+		if v == "" {
+			return append(b, '"', '"')
+		}
+		return append(b, v...)
+	}
+	// What passes the table, strconv.Quote leaves as it is.
+	b = append(b, '"')
+	b = append(b, v...)
+	return append(b, '"')
 }
+
+// Byte classes for logfmt values: bytes strconv.Quote would escape, and
+// those that also end an unquoted value.
+const (
+	needsEscape uint8 = 1 << iota
+	needsQuote
+)
+
+var logBytes = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case c < ' ' || c == 0x7f || c == '"' || c == '\\' || c >= utf8.RuneSelf:
+			t[c] = needsEscape | needsQuote
+		case c == ' ' || c == '=':
+			t[c] = needsQuote
+		}
+	}
+	return t
+}()
 
 // appendJSONString appends v as a JSON string. Control characters and the
 // line separators U+2028/U+2029 are escaped; invalid UTF-8 becomes U+FFFD.

@@ -204,8 +204,10 @@ func FuzzRequestID(f *testing.F) {
 		if !validRequestID(id) {
 			return
 		}
-		// Whatever passes goes into log lines unquoted and upstream as is.
-		if len(id) < 20 || len(id) > 200 || needsQuote(id) && strings.ContainsAny(id, " \"\\\r\n") {
+		// Whatever passes goes into log lines without escapes and upstream
+		// as is.
+		if len(id) < 20 || len(id) > 200 || string(appendValue(nil, id, true)) != `"`+id+`"` ||
+			strings.ContainsAny(id, " \"\\\r\n") {
 			t.Fatalf("accepted request id %q", id)
 		}
 	})

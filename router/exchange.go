@@ -41,7 +41,10 @@ type exchange struct {
 	path      string
 	requestID string
 	idBuf     [36]byte // a generated request id
+	ip        []byte   // the client's address, once asked for
+	ipBuf     [48]byte
 	head      requestHead
+	answer    answerHead
 	decision  Decision
 	backend   *backend
 	pinned    bool
@@ -102,7 +105,8 @@ func (rt *Router) newExchange(ctx *fasthttp.RequestCtx) *exchange {
 		ex.relay.ex = ex
 		ex.alive.init()
 	}
-	ex.ctx, ex.start = ctx, time.Now()
+	// The server read the clock as the request's head came in.
+	ex.ctx, ex.start = ctx, ctx.Time()
 	ex.method = view(ctx.Method())
 	ex.path = view(ctx.Path())
 	return ex
@@ -120,7 +124,9 @@ func (ex *exchange) identify() {
 
 func (rt *Router) release(ex *exchange) {
 	body, scratch, alive := ex.body[:0], ex.scratch[:0], ex.alive
-	*ex = exchange{rt: rt, body: body, scratch: scratch, alive: alive}
+	answer := ex.answer
+	answer.reset()
+	*ex = exchange{rt: rt, body: body, scratch: scratch, alive: alive, answer: answer}
 	ex.relay.ex = ex
 	rt.exchanges.Put(ex)
 }
@@ -139,11 +145,7 @@ func (ex *exchange) clientGone() bool { return !ex.alive.check(ex.ctx.Conn()) }
 // the client never sees it.
 func (ex *exchange) pin() {
 	h := &ex.ctx.Response.Header
-	directive := view(h.Peek("X-Router-Pin"))
-	if directive != "" {
-		directive = strings.Clone(directive)
-		h.Del("X-Router-Pin")
-	}
+	directive := view(ex.answer.pin)
 	if ex.backend == nil || ex.backend.up.Role != health.Primary {
 		return
 	}
@@ -266,10 +268,16 @@ func newRequestID(s *[36]byte) {
 	hex.Encode(s[24:], b[10:])
 }
 
-// clientIP returns the client connection's address without its port.
-func clientIP(ctx *fasthttp.RequestCtx, buf []byte) []byte {
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap().AppendTo(buf)
+// clientIP returns the client connection's address without its port. It
+// is worked out once per request: the log line and X-Forwarded-For both
+// need it.
+func (ex *exchange) clientIP() []byte {
+	if ex.ip == nil {
+		if a, ok := ex.ctx.RemoteAddr().(*net.TCPAddr); ok {
+			ex.ip = a.AddrPort().Addr().Unmap().AppendTo(ex.ipBuf[:0])
+		} else {
+			ex.ip = append(ex.ipBuf[:0], ex.ctx.RemoteAddr().String()...)
+		}
 	}
-	return append(buf, ctx.RemoteAddr().String()...)
+	return ex.ip
 }

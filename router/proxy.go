@@ -134,7 +134,7 @@ func (ex *exchange) writeHead(w *bufio.Writer, b *backend) {
 	if len(xff) > 0 {
 		xff = append(xff, ", "...)
 	}
-	xff = clientIP(ex.ctx, xff)
+	xff = append(xff, ex.clientIP()...)
 	w.Write(xff)
 	ex.scratch = xff[:0]
 	w.WriteString("\r\nX-Forwarded-Host: ")
@@ -279,31 +279,104 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 
 // cleanResponse removes what must not reach the client from the response
 // head the upstream sent: hop-by-hop headers (RFC 9110 §7.6.1) and the
-// router's own. It returns whether the upstream will close its connection.
+// router's own, whose values it keeps in ex.answer. It looks at the head
+// once and deletes only what is there, which for most responses is
+// nothing. It returns whether the upstream will close its connection.
 func (ex *exchange) cleanResponse(h *fasthttp.ResponseHeader, upgrade bool) (closing bool) {
 	closing = h.ConnectionClose()
 	h.ResetConnectionClose()
-	if c := h.Peek("Connection"); len(c) > 0 {
-		tokens := append(ex.scratch[:0], c...)
-		for len(tokens) > 0 {
-			var t []byte
-			t, tokens, _ = bytes.Cut(tokens, []byte(","))
-			if t = bytes.TrimSpace(t); len(t) > 0 && !(upgrade && bytes.EqualFold(t, []byte("upgrade"))) {
-				h.DelBytes(t)
+	a := &ex.answer
+	a.reset()
+	var found responseFields
+	for k, v := range h.All() {
+		switch view(k) {
+		case "Connection":
+			// Copied: the tokens name headers to delete, and deleting
+			// moves the header's bytes.
+			if found&fieldConnection != 0 {
+				a.connection = append(a.connection, ',')
 			}
-		}
-		if !upgrade {
-			h.Del("Connection")
+			a.connection = append(a.connection, v...)
+			found |= fieldConnection
+		case "Keep-Alive":
+			found |= fieldKeepAlive
+		case "Proxy-Connection":
+			found |= fieldProxyConnection
+		case "Te":
+			found |= fieldTE
+		case "Upgrade":
+			found |= fieldUpgrade
+		case PinTokenHeader:
+			found |= fieldPinToken
+		case "X-Router-Pin":
+			if found&fieldPin == 0 {
+				a.pin = append(a.pin, v...)
+			}
+			found |= fieldPin
+		case replayHeader:
+			if found&fieldReplay == 0 {
+				a.replay, a.replayPrimary = true, string(v) == "primary"
+			}
+			found |= fieldReplay
 		}
 	}
-	h.Del("Keep-Alive")
-	h.Del("Proxy-Connection")
-	h.Del("Te")
-	if !upgrade {
-		h.Del("Upgrade")
+	if found == 0 {
+		return closing
 	}
-	h.Del(PinTokenHeader)
+	for tokens := a.connection; len(tokens) > 0; {
+		var t []byte
+		t, tokens, _ = bytes.Cut(tokens, []byte(","))
+		if t = bytes.TrimSpace(t); len(t) > 0 && !(upgrade && bytes.EqualFold(t, []byte("upgrade"))) {
+			h.DelBytes(t)
+		}
+	}
+	for _, f := range responseFieldNames {
+		if found&f.field != 0 && !(upgrade && f.field&(fieldConnection|fieldUpgrade) != 0) {
+			h.Del(f.name)
+		}
+	}
+	if upgrade && found&fieldConnection != 0 {
+		// What the switch needs, without the headers the app named.
+		h.Set("Connection", "Upgrade")
+	}
 	return closing
+}
+
+// responseFields is a set of the response headers cleanResponse acts on.
+type responseFields uint8
+
+const (
+	fieldConnection responseFields = 1 << iota
+	fieldKeepAlive
+	fieldProxyConnection
+	fieldTE
+	fieldUpgrade
+	fieldPinToken
+	fieldPin
+	fieldReplay
+)
+
+var responseFieldNames = [...]struct {
+	field responseFields
+	name  string
+}{
+	{fieldConnection, "Connection"}, {fieldKeepAlive, "Keep-Alive"}, {fieldProxyConnection, "Proxy-Connection"},
+	{fieldTE, "Te"}, {fieldUpgrade, "Upgrade"}, {fieldPinToken, PinTokenHeader}, {fieldPin, "X-Router-Pin"},
+	{fieldReplay, replayHeader},
+}
+
+// answerHead is what the router takes from a response head for itself:
+// the app's requests to it (X-Router-Pin, X-Router-Replay), copied, as
+// the headers are gone from the response.
+type answerHead struct {
+	connection    []byte
+	pin           []byte
+	replay        bool // X-Router-Replay was sent
+	replayPrimary bool // its value was "primary"
+}
+
+func (a *answerHead) reset() {
+	*a = answerHead{connection: a.connection[:0], pin: a.pin[:0]}
 }
 
 // upgrade hands the client's connection over to the upgraded protocol

@@ -40,10 +40,8 @@ func (rt *Router) replicaResponse(ex *exchange) *replayRequest {
 	resp := &ex.ctx.Response
 	req := &ex.ctx.Request.Header
 	status := resp.StatusCode()
-	if v := resp.Header.Peek(replayHeader); len(v) > 0 {
-		primary := string(v) == "primary"
-		resp.Header.Del(replayHeader)
-		if primary && (requestBodyLength(req) == 0 || ex.buffered) {
+	if ex.answer.replay {
+		if ex.answer.replayPrimary && (requestBodyLength(req) == 0 || ex.buffered) {
 			return &replayRequest{status: status}
 		}
 		return nil

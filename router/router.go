@@ -452,7 +452,8 @@ func (rt *Router) finish(ex *exchange, err error) {
 // record logs a finished exchange and reports it to OnRequest.
 func (rt *Router) record(ex *exchange) {
 	rt.inflight.Add(-1)
-	service := time.Since(ex.start)
+	end := time.Now()
+	service := end.Sub(ex.start)
 	rt.accessLog.write(ex, service)
 	s := stats.Sample{
 		Method:    methodName(ex.method),
@@ -465,6 +466,7 @@ func (rt *Router) record(ex *exchange) {
 		Code:      ex.code,
 		Retries:   ex.retries,
 		Service:   service,
+		End:       end,
 	}
 	if ex.backend != nil {
 		s.Upstream = ex.backend.up.Role.String()

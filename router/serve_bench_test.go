@@ -67,3 +67,16 @@ func BenchmarkServe(b *testing.B) {
 		ctx.Response.Reset()
 	}
 }
+
+// BenchmarkAccessLogLine formats one access log line for a proxied read.
+func BenchmarkAccessLogLine(b *testing.B) {
+	u := &url.URL{Scheme: "http", Host: "127.0.0.1:5000"}
+	rt := New(Options{Primary: health.NewUpstream(u, health.Primary, 1, nil), AccessLog: io.Discard})
+	ex := testExchange(b, rt, "GET /items?page=2 HTTP/1.1\r\nHost: example.com\r\nX-Request-Id: bench-request-id-0123456789\r\n\r\n")
+	ex.identify()
+	ex.backend, ex.status, ex.bytes, ex.decision.Reason = rt.primary, 200, 5120, ReasonRead
+	b.ReportAllocs()
+	for b.Loop() {
+		rt.accessLog.write(ex, 12*time.Millisecond)
+	}
+}

@@ -198,28 +198,26 @@ func (t *transport) send(ex *exchange, b *backend, pc *pconn, reused bool) *fail
 	// app. An app may also have answered before reading everything (413 to
 	// a large upload), so a failed write still looks for its answer.
 	var deadline time.Time
+	sent := time.Now()
 	switch {
 	case isTimeout(werr):
 		// The app stopped reading for UPSTREAM_SEND_TIMEOUT. An answer it
 		// gave first is already here; none will follow.
-		deadline = time.Now().Add(earlyAnswerGrace)
+		deadline = sent.Add(earlyAnswerGrace)
 	case t.responseHeaderTimeout > 0:
-		deadline = time.Now().Add(t.responseHeaderTimeout)
+		deadline = sent.Add(t.responseHeaderTimeout)
 	}
 	resp := &ex.ctx.Response
 	pc.headBudget = MaxResponseHead
-	err := t.readHead(ex, pc, deadline)
+	err := t.readHead(ex, pc, deadline, sent)
 	for err == nil && resp.StatusCode() < 200 && resp.StatusCode() != http.StatusSwitchingProtocols {
 		// Interim responses (103 Early Hints) go to the client before the
 		// final one; 100 Continue is the server's to send, and it has.
 		if resp.StatusCode() != http.StatusContinue {
-			h := &resp.Header
-			h.Del("X-Router-Pin")
-			h.Del(replayHeader)
-			ex.cleanResponse(h, false)
-			ex.ctx.Conn().Write(h.Header())
+			ex.cleanResponse(&resp.Header, false)
+			ex.ctx.Conn().Write(resp.Header.Header())
 		}
-		err = t.readHead(ex, pc, deadline)
+		err = t.readHead(ex, pc, deadline, time.Now())
 	}
 	pc.headBudget = -1
 	if err == errClientGone {
@@ -248,13 +246,13 @@ var http11 = []byte("HTTP/1.1")
 // lifts it first (relay.begin).
 
 // readHead reads a response head into the client's response by the
-// deadline (zero: none). While it waits for the first byte it looks at the
-// client every clientCheckEvery, and gives up with errClientGone when the
-// client has left.
-func (t *transport) readHead(ex *exchange, pc *pconn, deadline time.Time) error {
-	for {
+// deadline (zero: none); now is the time it starts. While it waits for the
+// first byte it looks at the client every clientCheckEvery, and gives up
+// with errClientGone when the client has left.
+func (t *transport) readHead(ex *exchange, pc *pconn, deadline, now time.Time) error {
+	for ; ; now = time.Now() {
 		wait := deadline
-		if now := time.Now(); wait.IsZero() || wait.Sub(now) > clientCheckEvery {
+		if wait.IsZero() || wait.Sub(now) > clientCheckEvery {
 			// The check's deadline left from the connection's last request
 			// does while it is at least half a period ahead: moving it
 			// costs more than looking at the client a little early.

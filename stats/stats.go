@@ -28,6 +28,9 @@ type Sample struct {
 	Code    string
 	Retries int
 	Service time.Duration
+	// End is when the request finished, which decides the second a
+	// Window counts it in; zero means now.
+	End time.Time
 }
 
 // Latency buckets grow by 2^(1/4) (19%) from 0.1 ms, reaching beyond

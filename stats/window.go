@@ -28,9 +28,13 @@ func NewWindow(length time.Duration, now func() time.Time) *Window {
 	return &Window{slots: make([]windowSlot, n), now: now}
 }
 
-// Add counts a sample in the current second.
+// Add counts a sample in the second it ended.
 func (w *Window) Add(s Sample) {
-	w.slot(w.now().Unix()).Add(s)
+	end := s.End
+	if end.IsZero() {
+		end = w.now()
+	}
+	w.slot(end.Unix()).Add(s)
 }
 
 // slot returns the counter for second sec, clearing it first when it last
