@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Benchmarks the router against the bare upstream and, where installed,
-# HAProxy and nginx, on loopback: wrk in interleaved rounds (ratios are taken
+# Benchmarks the router against the bare upstream, a bare proxy on the same
+# data plane (test/bench/bareproxy) and, where installed, HAProxy and nginx,
+# on loopback: wrk in interleaved rounds (ratios are taken
 # within a round, which cancels part of a noisy machine's drift), then a
 # fixed-rate run for the latency the router adds.
 #
-#   bash test/bench/run.sh                 # about 3 minutes
+#   bash test/bench/run.sh                 # about 4 minutes
 #   ROUNDS=5 DURATION=4 CONNS="64 256" RATE=2000 bash test/bench/run.sh
 #
 # Layout on 2+ cores: wrk on CPU 1; router, proxies and upstream on CPU 0.
@@ -37,9 +38,15 @@ fi
 go build -o "$work/router" .
 go build -o "$work/upstream" ./test/bench/upstream
 go build -o "$work/fixedrate" ./test/bench/fixedrate
+go build -o "$work/bareproxy" ./test/bench/bareproxy
 
 start() { # name port cmd...
 	local name=$1 port=$2; shift 2
+	if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+		# Something else would answer for $name, and be measured.
+		echo "bench: port $port (for $name) is taken: $(ss -Hltnp "sport = :$port" | grep -o 'users:.*')" >&2
+		exit 1
+	fi
 	$proxy_cpu "$@" >"$work/$name.log" 2>&1 &
 	pids+=($!)
 	eval "pid_$name=$!"
@@ -53,12 +60,14 @@ start() { # name port cmd...
 }
 
 start upstream 18180 "$work/upstream" -addr 127.0.0.1:18180
-targets=(direct router)
-declare -A port=([direct]=18180 [router]=18181 [haproxy]=18182 [nginx]=18183)
+targets=(direct router bare)
+declare -A port=([direct]=18180 [router]=18181 [haproxy]=18182 [nginx]=18183 [bare]=18184)
 pid_direct=$pid_upstream
 PORT=18181 PRIMARY_URL=http://127.0.0.1:18180 REPLICA_URLS=http://127.0.0.1:18180 \
 	COOKIE_SECRET=bench-secret-0123456789abcdef0123456789 ADMIN_TOKEN=bench-token-0123456789 \
 	start router 18181 "$work/router"
+# The same data plane with nothing on top: what the router's features cost.
+start bare 18184 "$work/bareproxy" -addr 127.0.0.1:18184 -upstream 127.0.0.1:18180
 
 if command -v haproxy >/dev/null; then
 	cat >"$work/haproxy.cfg" <<CFG
