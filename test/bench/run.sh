@@ -40,8 +40,12 @@ go build -o "$work/upstream" ./test/bench/upstream
 go build -o "$work/fixedrate" ./test/bench/fixedrate
 go build -o "$work/bareproxy" ./test/bench/bareproxy
 
-start() { # name port cmd...
-	local name=$1 port=$2; shift 2
+# One port per target; start and the configs below read it from here.
+declare -A port=([direct]=18180 [router]=18181 [haproxy]=18182 [nginx]=18183 [bare]=18184)
+app=127.0.0.1:${port[direct]}
+
+start() { # name cmd...: runs the target on CPU 0 and waits for port[name]
+	local name=$1 port=${port[$1]}; shift
 	if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
 		# Something else would answer for $name, and be measured.
 		echo "bench: port $port (for $name) is taken: $(ss -Hltnp "sport = :$port" | grep -o 'users:.*')" >&2
@@ -59,15 +63,13 @@ start() { # name port cmd...
 	exit 1
 }
 
-start upstream 18180 "$work/upstream" -addr 127.0.0.1:18180
+start direct "$work/upstream" -addr "$app"
 targets=(direct router bare)
-declare -A port=([direct]=18180 [router]=18181 [haproxy]=18182 [nginx]=18183 [bare]=18184)
-pid_direct=$pid_upstream
-PORT=18181 PRIMARY_URL=http://127.0.0.1:18180 REPLICA_URLS=http://127.0.0.1:18180 \
+PORT=${port[router]} PRIMARY_URL=http://$app REPLICA_URLS=http://$app \
 	COOKIE_SECRET=bench-secret-0123456789abcdef0123456789 ADMIN_TOKEN=bench-token-0123456789 \
-	start router 18181 "$work/router"
+	start router "$work/router"
 # The same data plane with nothing on top: what the router's features cost.
-start bare 18184 "$work/bareproxy" -addr 127.0.0.1:18184 -upstream 127.0.0.1:18180
+start bare "$work/bareproxy" -addr "127.0.0.1:${port[bare]}" -upstream "$app"
 
 if command -v haproxy >/dev/null; then
 	cat >"$work/haproxy.cfg" <<CFG
@@ -81,12 +83,12 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend f
-  bind 127.0.0.1:18182
+  bind 127.0.0.1:${port[haproxy]}
   default_backend b
 backend b
-  server u 127.0.0.1:18180
+  server u $app
 CFG
-	start haproxy 18182 haproxy -db -f "$work/haproxy.cfg"
+	start haproxy haproxy -db -f "$work/haproxy.cfg"
 	targets+=(haproxy)
 fi
 if command -v nginx >/dev/null; then
@@ -99,14 +101,14 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  upstream u { server 127.0.0.1:18180; keepalive 1024; keepalive_requests 1000000; }
+  upstream u { server $app; keepalive 1024; keepalive_requests 1000000; }
   server {
-    listen 127.0.0.1:18183;
+    listen 127.0.0.1:${port[nginx]};
     location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 CFG
-	start nginx 18183 nginx -c "$work/nginx.conf" -p "$work"
+	start nginx nginx -c "$work/nginx.conf" -p "$work"
 	targets+=(nginx)
 fi
 
