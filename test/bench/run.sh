@@ -45,20 +45,20 @@ declare -A port=([direct]=18180 [router]=18181 [haproxy]=18182 [nginx]=18183 [ba
 app=127.0.0.1:${port[direct]}
 
 start() { # name cmd...: runs the target on CPU 0 and waits for port[name]
-	local name=$1 port=${port[$1]}; shift
-	if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+	local name=$1 p=${port[$1]}; shift
+	if curl -s -o /dev/null "http://127.0.0.1:$p/"; then
 		# Something else would answer for $name, and be measured.
-		echo "bench: port $port (for $name) is taken: $(ss -Hltnp "sport = :$port" | grep -o 'users:.*')" >&2
+		echo "bench: port $p (for $name) is taken: $(ss -Hltnp "sport = :$p" | grep -o 'users:.*')" >&2
 		exit 1
 	fi
 	$proxy_cpu "$@" >"$work/$name.log" 2>&1 &
 	pids+=($!)
 	eval "pid_$name=$!"
 	for _ in $(seq 100); do
-		curl -fs -o /dev/null "http://127.0.0.1:$port/" && return 0
+		curl -fs -o /dev/null "http://127.0.0.1:$p/" && return 0
 		sleep 0.1
 	done
-	echo "bench: $name did not come up on port $port" >&2
+	echo "bench: $name did not come up on port $p" >&2
 	cat "$work/$name.log" >&2
 	exit 1
 }
