@@ -183,6 +183,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		UpstreamTimeout:       cfg.UpstreamTimeout,
 		UpstreamSendTimeout:   cfg.UpstreamSendTimeout,
 		ClientSendTimeout:     cfg.ClientSendTimeout,
+		ClientBodyTimeout:     cfg.ClientBodyTimeout,
 		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
 		ConnectTimeout:        cfg.ConnectTimeout,
 		PreserveHost:          cfg.PreserveHost,
@@ -197,6 +198,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		LSNPinTTL:             cfg.LSNPinTTL,
 		ReplayReadErrors:      cfg.ReplayReadErrors,
 		ReplayLearnTTL:        cfg.ReplayLearnTTL,
+		OnPanic:               m.Panicked,
 		OnRequest: func(s stats.Sample) {
 			m.Observe(s)
 			window.Add(s)

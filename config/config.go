@@ -55,8 +55,11 @@ type Config struct {
 	// request (nginx's proxy_send_timeout and send_timeout).
 	UpstreamSendTimeout time.Duration `env:"UPSTREAM_SEND_TIMEOUT" envDefault:"60s" example:"60s"`
 	ClientSendTimeout   time.Duration `env:"CLIENT_SEND_TIMEOUT" envDefault:"60s" example:"60s"`
-	ShutdownTimeout     time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" example:"25s"`
-	PreserveHost        bool          `env:"PRESERVE_HOST" envDefault:"false" example:"true"`
+	// ClientBodyTimeout bounds a stall while a client sends its request
+	// body (nginx's client_body_timeout): then 408.
+	ClientBodyTimeout time.Duration `env:"CLIENT_BODY_TIMEOUT" envDefault:"60s" example:"60s"`
+	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" example:"25s"`
+	PreserveHost      bool          `env:"PRESERVE_HOST" envDefault:"false" example:"true"`
 	// TLSInsecureSkipVerify turns off certificate checks on HTTPS upstreams.
 	TLSInsecureSkipVerify bool          `env:"UPSTREAM_TLS_INSECURE_SKIP_VERIFY" envDefault:"false" example:"false"`
 	MaxConnections        int           `env:"MAX_CONNECTIONS" envDefault:"10000" example:"10000"`
@@ -221,6 +224,7 @@ func (c *Config) validate() []string {
 		{"CONNECT_TIMEOUT", c.ConnectTimeout, 0},
 		{"UPSTREAM_SEND_TIMEOUT", c.UpstreamSendTimeout, 0},
 		{"CLIENT_SEND_TIMEOUT", c.ClientSendTimeout, 0},
+		{"CLIENT_BODY_TIMEOUT", c.ClientBodyTimeout, 0},
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0},
 		{"HEALTH_CHECK_INTERVAL", c.HealthCheckInterval, 0},
 		{"HEALTH_CHECK_TIMEOUT", c.HealthCheckTimeout, 0},

@@ -138,12 +138,15 @@ func (c *Checker) check(ctx context.Context, u *Upstream) error {
 		}
 		return fmt.Errorf("health check: %s", describe(err))
 	}
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		// Not drained: a 101's body is the switched connection, which
+		// need never end.
+		resp.Body.Close()
+		return fmt.Errorf("health check: status %d", resp.StatusCode)
+	}
 	// Drain a little so the connection can be reused, no more.
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-		return fmt.Errorf("health check: status %d", resp.StatusCode)
-	}
 	return nil
 }
 

@@ -116,3 +116,40 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// TestSwitchingProtocolsFailsACheck: a check answered with 101 fails at
+// once; its body is the switched connection, which need never end, so it
+// is not read.
+func TestSwitchingProtocolsFailsACheck(t *testing.T) {
+	t.Parallel()
+	hold := make(chan struct{})
+	defer close(hold)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		buf.Flush()
+		<-hold
+	}))
+	defer srv.Close()
+	u := NewUpstream(mustURL(t, srv.URL), Replica, 1, &Policy{Fall: 1})
+	var events []Event
+	c := NewChecker(CheckerOptions{Upstreams: []*Upstream{u}, Timeout: time.Minute,
+		OnEvent: func(e Event) { events = append(events, e) }})
+	done := make(chan struct{})
+	go func() {
+		c.CheckOnce(context.Background())
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a check answered with 101 did not return")
+	}
+	if len(events) != 1 || events[0].Kind != "down" || !strings.Contains(events[0].Cause, "status 101") {
+		t.Errorf("events %+v, want the upstream down for status 101", events)
+	}
+}

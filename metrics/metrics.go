@@ -40,6 +40,7 @@ type Metrics struct {
 	released   prometheus.Counter
 	replays    prometheus.Counter
 	authFails  prometheus.Counter
+	panics     prometheus.Counter
 	checks     *prometheus.HistogramVec
 
 	// byLabels caches requests' children: [upstream][reason][method][class].
@@ -87,6 +88,10 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 			Name: "router_admin_auth_failures_total",
 			Help: "Requests to /_router/ endpoints refused for a missing or wrong ADMIN_TOKEN.",
 		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "router_panics_total",
+			Help: "Requests whose handling panicked: each was logged with its stack and its connection closed; a bug to report.",
+		}),
 		replays: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "router_replays_total",
 			Help: "Reads a read-only app handed back with X-Router-Replay, replayed on the primary.",
@@ -98,7 +103,7 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 		}, []string{"backend"}),
 		checksBy: map[*health.Upstream]prometheus.Observer{},
 	}
-	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.retries, m.released, m.replays, m.authFails, m.checks,
+	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.retries, m.released, m.replays, m.authFails, m.panics, m.checks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Inflight != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -157,6 +162,9 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 
 // AdminAuthFailed counts a refused admin request.
 func (m *Metrics) AdminAuthFailed() { m.authFails.Inc() }
+
+// Panicked counts a request whose handling panicked.
+func (m *Metrics) Panicked() { m.panics.Inc() }
 
 // Observe records a finished request.
 func (m *Metrics) Observe(s stats.Sample) {

@@ -115,3 +115,26 @@ func read(in Input) Decision {
 	}
 	return Decision{Reason: ReasonAllDown, Refuse: true}
 }
+
+// routingPath chooses which view of a request's path Decide sees:
+// fasthttp's cleaned path, or one of alts, the path as an app may route it
+// (see appRoute; an empty one is no view). The safer one wins: a view that
+// matches PRIMARY_PATHS sends the request to the primary, and READ_PATHS
+// applies only when every view matches it. Routing a read to the primary
+// costs the primary a little; routing a write to a read-only app fails it.
+func (rules Rules) routingPath(method, cleaned string, alts ...string) string {
+	if rules.PrimaryPaths.Match(method, cleaned) {
+		return cleaned
+	}
+	for _, alt := range alts {
+		if alt != "" && rules.PrimaryPaths.Match(method, alt) {
+			return alt
+		}
+	}
+	for _, alt := range alts {
+		if alt != "" && !rules.ReadPaths.Match(method, alt) {
+			return alt
+		}
+	}
+	return cleaned
+}

@@ -212,3 +212,50 @@ func FuzzRequestID(f *testing.F) {
 		}
 	})
 }
+
+func TestAppRoute(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]string{
+		"/items/42":                 "", // nothing an app reads otherwise
+		"/admin;x/users":            "/admin/users",
+		"/admin;x=1;y=2/users/":     "/admin/users/",
+		"/auth/google%2Fx/callback": "/auth/google%2Fx/callback",
+		"/auth/google%2fx/callback": "/auth/google%2Fx/callback",
+		"/a%5cb":                    "/a%5Cb",
+		"/a%20b?q=;x":               "/a b",
+		"/_router;x/metrics":        "/_router/metrics",
+		"/x/..;/_router/metrics":    "/_router/metrics",
+		"//a;//b%2e%2e/../c":        "/a/c",
+		"/%zz;":                     "/%zz",
+		"/..;/..;/etc":              "/etc",
+	} {
+		if got := string(appRoute(raw, nil)); got != want {
+			t.Errorf("appRoute(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
+func TestRoutingPathTakesTheSaferView(t *testing.T) {
+	t.Parallel()
+	primary, _ := pathrule.Parse("/admin/,/auth/*/callback")
+	read, _ := pathrule.Parse("POST /search/*")
+	rules := Rules{PrimaryPaths: primary, ReadPaths: read}
+	for _, tt := range []struct {
+		method, cleaned string
+		alts            []string
+		want            string
+	}{
+		{"GET", "/items", nil, "/items"},
+		{"GET", "/admin;x/users", []string{"/admin/users", ""}, "/admin/users"},
+		{"GET", "/auth/google/x/callback", []string{"/auth/google%2Fx/callback"}, "/auth/google%2Fx/callback"},
+		{"GET", "/admin/users", []string{"/other"}, "/admin/users"},
+		{"POST", "/search/a b", []string{"/search/a b"}, "/search/a b"},
+		{"POST", "/search/a/b", []string{"/search/a%2Fb"}, "/search/a/b"}, // not read in the cleaned view
+		{"POST", "/search/a", []string{"/search/a/c"}, "/search/a/c"},     // not read in the app's view
+	} {
+		got := rules.routingPath(tt.method, tt.cleaned, tt.alts...)
+		if got != tt.want {
+			t.Errorf("routingPath(%s %q, %q) = %q, want %q", tt.method, tt.cleaned, tt.alts, got, tt.want)
+		}
+	}
+}

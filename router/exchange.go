@@ -25,6 +25,7 @@ const (
 	codeUpstreamBadResponse = "upstream_bad_response" // the response head was malformed or too large
 	codeClientGone          = "client_gone"           // the client went away before the response
 	codeClientError         = "client_error"          // the client's request body was malformed
+	codeClientTimeout       = "client_timeout"        // the client's request body stopped arriving
 	codeUnavailable         = "unavailable"           // no upstream could take the request
 )
 
@@ -81,17 +82,25 @@ type exchange struct {
 	// sendDeadlineAt is when the client connection's write deadline was
 	// last moved, for CLIENT_SEND_TIMEOUT; zero if never.
 	sendDeadlineAt time.Time
+	// route and routeCleaned are the path as an app may route the raw
+	// target and the cleaned path, when they can differ from path
+	// (appRoute); their buffers are reused.
+	route, routeCleaned []byte
 	// scratch and num are reused buffers for building header values.
 	scratch []byte
 	num     [20]byte
 	// holdsSlot is set while the request holds a PRIMARY_READ_LIMIT slot.
 	holdsSlot bool
+	// counted is set while the request counts in the router's in-flight
+	// requests.
+	counted bool
 
-	// body is the request body when it is kept for a replay; bodySent is
-	// set once a streamed body has been sent, which can happen only once.
+	// body is the request body when it is kept for a replay.
 	body     []byte
 	buffered bool
-	bodySent bool
+	// bodyDeadlineAt is when the client connection's read deadline was
+	// last moved, for CLIENT_BODY_TIMEOUT; zero if never.
+	bodyDeadlineAt time.Time
 	// relay carries the response body from the upstream to the client.
 	relay relay
 	// alive is the client connection's liveness check, made once per
@@ -125,9 +134,12 @@ func (ex *exchange) identify() {
 
 func (rt *Router) release(ex *exchange) {
 	body, scratch, alive := ex.body[:0], ex.scratch[:0], ex.alive
-	answer := ex.answer
+	route, routeCleaned := ex.route[:0], ex.routeCleaned[:0]
+	answer, head := ex.answer, ex.head
 	answer.reset()
-	*ex = exchange{rt: rt, body: body, scratch: scratch, alive: alive, answer: answer}
+	head.reset()
+	*ex = exchange{rt: rt, body: body, scratch: scratch, alive: alive, answer: answer, head: head, route: route,
+		routeCleaned: routeCleaned}
 	ex.relay.ex = ex
 	rt.exchanges.Put(ex)
 }

@@ -19,7 +19,7 @@ import (
 //	timeout       never: one 504 after one UPSTREAM_TIMEOUT  EJECT_AFTER_FAILURES in a row
 //	bad_response  never: 502                                EJECT_AFTER_FAILURES in a row
 //	aborted       never: the response had begun             EJECT_AFTER_FAILURES in a row
-//	client        never: 400, or 499 and the connection cut never
+//	client        never: 400, 408, or 499 and the connection cut  never
 //
 // The primary is never ejected passively (see health.RecordFailure).
 
@@ -49,6 +49,7 @@ var (
 	verdictMalformed   = verdict{http.StatusBadGateway, codeUpstreamBadResponse, "upstream sent a malformed response", ""}
 	verdictHeadTooBig  = verdict{http.StatusBadGateway, codeUpstreamBadResponse, "upstream sent a response head over 64 KB", ""}
 	verdictBadBody     = verdict{http.StatusBadRequest, codeClientError, "request body malformed", ""}
+	verdictBodyTimeout = verdict{http.StatusRequestTimeout, codeClientTimeout, "request body stalled for CLIENT_BODY_TIMEOUT", ""}
 	verdictClientGone  = verdict{statusClientClosed, codeClientGone, "client left before the response", ""}
 	verdictNoPrimary   = verdict{http.StatusServiceUnavailable, codeUnavailable, "primary unavailable", "5"}
 	verdictBusy        = verdict{http.StatusServiceUnavailable, codeUnavailable, "primary busy with fallback reads", "1"}
@@ -83,8 +84,11 @@ func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 	switch f.class {
 	case health.Client:
 		var be *clientBodyError
-		if errors.As(f.err, &be) && be.malformed() {
+		switch {
+		case errors.As(f.err, &be) && be.malformed():
 			return nil, verdictBadBody
+		case be != nil && isTimeout(be.err):
+			return nil, verdictBodyTimeout
 		}
 		return nil, verdictClientGone
 	case health.Timeout:

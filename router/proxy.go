@@ -4,9 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -55,13 +56,13 @@ func (rt *Router) send(ex *exchange, b *backend) {
 		rt.upgrade(ex, pc)
 		return
 	}
-	ex.relay.begin(pc, bodyLength(ex, resp))
+	ex.relay.begin(pc, pc.bodyLength)
 }
 
-// bodyLength is how the response body is framed: its length, 0 for none,
-// -1 for chunked, -2 for a body that ends when the connection does.
-func bodyLength(ex *exchange, resp *fasthttp.Response) int {
-	if ex.ctx.IsHead() || ex.status == http.StatusNoContent || ex.status == http.StatusNotModified {
+// responseBodyLength is how the response body is framed: its length, 0 for
+// none, -1 for chunked, -2 for a body that ends when the connection does.
+func responseBodyLength(ex *exchange, resp *fasthttp.Response) int {
+	if code := resp.StatusCode(); ex.ctx.IsHead() || code == http.StatusNoContent || code == http.StatusNotModified {
 		return 0
 	}
 	return resp.Header.ContentLength()
@@ -233,18 +234,25 @@ func (ex *exchange) writeBody(w *bufio.Writer, pc *pconn) error {
 		w.Write(ex.ctx.Request.Body())
 		return nil
 	}
-	ex.bodySent = true
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
 	left := int64(n)
-	for {
+	for first := true; ; first = false {
+		ex.extendBodyDeadline()
 		m, err := stream.Read(buf)
 		if n >= 0 {
 			m = int(min(int64(m), left))
 			left -= int64(m)
 		}
 		if m > 0 {
+			if !first && !pc.early && !pc.socketQuiet() {
+				// The app answers (or hangs up) before it has the whole
+				// body. What it does not read would be taken for the next
+				// request on the connection, so there will be none; the
+				// body still goes, in case the answer is interim.
+				pc.early = true
+			}
 			if n == -1 {
 				w.Write(strconv.AppendInt(ex.num[:0], int64(m), 16))
 				w.WriteString("\r\n")
@@ -271,6 +279,25 @@ func (ex *exchange) writeBody(w *bufio.Writer, pc *pconn) error {
 			return err
 		}
 	}
+}
+
+// extendBodyDeadline keeps the client connection's read deadline
+// CLIENT_BODY_TIMEOUT ahead while its request body is read, so a body that
+// stops arriving ends the request (408) instead of holding a connection to
+// the client and one to the app forever, as nginx's client_body_timeout
+// does. Like extendSendDeadline it moves at most every sixteenth of the
+// timeout.
+func (ex *exchange) extendBodyDeadline() {
+	d := ex.rt.clientBodyTimeout
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(ex.bodyDeadlineAt) < d/16 {
+		return
+	}
+	ex.ctx.Conn().SetReadDeadline(now.Add(d))
+	ex.bodyDeadlineAt = now
 }
 
 // copyBuffers lends 32 KiB buffers for streaming request bodies, so a
@@ -326,9 +353,11 @@ func (ex *exchange) cleanResponse(h *fasthttp.ResponseHeader, upgrade bool) (clo
 	for tokens := a.connection; len(tokens) > 0; {
 		var t []byte
 		t, tokens, _ = bytes.Cut(tokens, []byte(","))
-		if t = bytes.TrimSpace(t); len(t) > 0 && !(upgrade && bytes.EqualFold(t, []byte("upgrade"))) {
-			h.DelBytes(t)
+		t = bytes.TrimSpace(t)
+		if len(t) == 0 || upgrade && bytes.EqualFold(t, []byte("upgrade")) || isFraming(t) {
+			continue
 		}
+		h.DelBytes(t)
 	}
 	for _, f := range responseFieldNames {
 		if found&f.field != 0 && !(upgrade && f.field&(fieldConnection|fieldUpgrade) != 0) {
@@ -340,6 +369,13 @@ func (ex *exchange) cleanResponse(h *fasthttp.ResponseHeader, upgrade bool) (clo
 		h.Set("Connection", "Upgrade")
 	}
 	return closing
+}
+
+// isFraming reports whether a header name is one that frames the body: a
+// Connection header cannot make it hop-by-hop, and the router frames the
+// body for the client itself.
+func isFraming(name []byte) bool {
+	return bytes.EqualFold(name, []byte("Content-Length")) || bytes.EqualFold(name, []byte("Transfer-Encoding"))
 }
 
 // responseFields is a set of the response headers cleanResponse acts on.
@@ -379,32 +415,6 @@ func (a *answerHead) reset() {
 	*a = answerHead{connection: a.connection[:0], pin: a.pin[:0]}
 }
 
-// upgrade hands the client's connection over to the upgraded protocol
-// (WebSocket): once the 101 is relayed, bytes are copied both ways until
-// either side closes. The exchange is finished then.
-func (rt *Router) upgrade(ex *exchange, pc *pconn) {
-	pc.setReadDeadline(time.Time{})
-	ex.relay.streaming = true
-	head := append([]byte(nil), ex.ctx.Response.Header.Header()...)
-	ex.ctx.HijackSetNoResponse(true)
-	ex.ctx.Hijack(func(c net.Conn) {
-		defer rt.finish(ex, nil)
-		defer pc.conn.Close()
-		if _, err := c.Write(head); err != nil {
-			return
-		}
-		done := make(chan struct{})
-		go func() {
-			io.Copy(pc.conn, c)
-			pc.conn.Close()
-			close(done)
-		}()
-		io.Copy(c, pc.br)
-		c.Close()
-		<-done
-	})
-}
-
 // relay is the response body on its way from the upstream to the client.
 // A small body of known length is read with the head, so the connection
 // goes back to the pool before the response is written; a larger one
@@ -423,6 +433,11 @@ type relay struct {
 	// upErr is the upstream's error that cut the body short.
 	upErr error
 	eof   bool
+	// panicked is set when reading the body panicked: the exchange is
+	// abandoned, not finished.
+	panicked bool
+	// clientLeft is set when the relay stopped because the client left.
+	clientLeft bool
 }
 
 type chunkState uint8
@@ -447,31 +462,41 @@ func (r *relay) begin(pc *pconn, length int) {
 		r.release(true)
 	case length > 0 && length <= smallBody:
 		for left := length; left > 0; {
-			p, err := pc.br.Peek(min(left, pc.br.Size()))
-			if len(p) > 0 {
+			err := r.await()
+			if err == nil {
+				p, _ := pc.br.Peek(min(left, pc.br.Buffered()))
 				resp.AppendBody(p)
 				pc.br.Discard(len(p))
 				left -= len(p)
+				continue
 			}
-			if err != nil && left > 0 {
-				// The body broke off before the client got any of it; the
-				// client's connection is cut all the same, so that it sees
-				// an error, never a short body as whole.
-				r.upErr = err
-				r.release(false)
-				resp.ResetBody()
-				r.ex.ctx.Conn().Close()
-				return
+			// The body broke off, or the client left, before the client got
+			// any of it; the client's connection is cut all the same, so
+			// that it sees an error, never a short body as whole.
+			if !r.clientLeft {
+				r.upErr = unexpected(err)
 			}
+			r.release(false)
+			resp.ResetBody()
+			r.ex.ctx.Conn().Close()
+			return
 		}
 		r.ex.bytes = int64(length)
 		r.release(true)
 	default:
-		pc.setReadDeadline(time.Time{})
 		r.streaming = true
 		r.left = int64(length)
 		resp.SetBodyStream(r, max(length, -1))
 	}
+}
+
+// err is what cut the body short: the upstream's error, errClientGone, or
+// nil.
+func (r *relay) err() error {
+	if r.clientLeft {
+		return errClientGone
+	}
+	return r.upErr
 }
 
 // release returns the upstream connection to the pool when the body was
@@ -480,7 +505,10 @@ func (r *relay) release(whole bool) {
 	if r.pc == nil {
 		return
 	}
-	if whole && r.pc.reusable {
+	// Bytes after the end of the body are no answer to anything the router
+	// asked (RFC 9112 §6.3): a connection with any is closed, never pooled
+	// to be read as the next client's response.
+	if whole && r.pc.reusable && r.pc.br.Buffered() == 0 {
 		r.ex.rt.transport.put(r.pc)
 	} else {
 		r.pc.conn.Close()
@@ -491,20 +519,31 @@ func (r *relay) release(whole bool) {
 // Read implements io.Reader for fasthttp's server, which writes each read
 // as it comes (a chunked body a chunk per read, flushed: server-sent events
 // arrive as sent).
-func (r *relay) Read(p []byte) (int, error) {
+func (r *relay) Read(p []byte) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			// fasthttp's server reads the body after the handler returned,
+			// outside its recover: the panic is handled here, and the error
+			// closes the client's connection.
+			r.panicked = true
+			r.ex.rt.logger.Error("panic relaying a response body; connection closed", "request_id", r.ex.requestID,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			r.ex.rt.onPanic()
+			n, err = 0, errPanicked
+		}
+	}()
 	if r.eof {
 		return 0, io.EOF
 	}
+	injectPanic(r.ex.ctx, "body")
 	if d := r.ex.rt.clientSendTimeout; d > 0 {
 		r.ex.extendSendDeadline(d)
 	}
-	var n int
-	var err error
 	switch r.length {
 	case -1:
 		n, err = r.readChunked(p)
 	case -2:
-		n, err = r.pc.br.Read(p)
+		n, err = r.read(p)
 		if err == io.EOF {
 			r.pc.reusable = false
 		}
@@ -513,7 +552,7 @@ func (r *relay) Read(p []byte) (int, error) {
 			r.eof = true
 			return 0, io.EOF
 		}
-		n, err = r.pc.br.Read(p[:min(int64(len(p)), r.left)])
+		n, err = r.read(p[:min(int64(len(p)), r.left)])
 		r.left -= int64(n)
 		if r.left == 0 {
 			err = nil
@@ -525,31 +564,80 @@ func (r *relay) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		r.eof = true
-	case err != nil:
+	case err != nil && !r.clientLeft:
 		r.upErr = err
 	}
 	return n, err
 }
 
+// read reads body bytes from the upstream. While the upstream sends
+// nothing it looks at the client every clientCheckEvery: a client that has
+// left ends the relay (errClientGone), so a stalled body cannot hold the
+// app's connection after its client is gone. Bytes already buffered are
+// read without a look.
+func (r *relay) read(p []byte) (int, error) {
+	for {
+		if r.pc.br.Buffered() == 0 {
+			r.pc.checkClientBy(time.Now())
+		}
+		n, err := r.pc.br.Read(p)
+		if n > 0 || !isTimeout(err) {
+			return n, err
+		}
+		if r.ex.clientGone() {
+			r.clientLeft = true
+			return 0, errClientGone
+		}
+	}
+}
+
+// await is read for what is read a line at a time (chunk sizes, trailer
+// fields): it returns once a byte is buffered.
+func (r *relay) await() error {
+	for r.pc.br.Buffered() == 0 {
+		r.pc.checkClientBy(time.Now())
+		_, err := r.pc.br.Peek(1)
+		if err == nil || !isTimeout(err) {
+			return err
+		}
+		if r.ex.clientGone() {
+			r.clientLeft = true
+			return errClientGone
+		}
+	}
+	return nil
+}
+
+// readLine reads one line of the chunked framing.
+func (r *relay) readLine() ([]byte, error) {
+	if err := r.await(); err != nil {
+		return nil, unexpected(err)
+	}
+	line, err := r.pc.br.ReadSlice('\n')
+	if err != nil {
+		return nil, unexpected(err)
+	}
+	return line, nil
+}
+
 // readChunked reads the upstream's chunked body, chunk by chunk, and at its
 // end the trailer fields, which follow the body to the client.
 func (r *relay) readChunked(p []byte) (int, error) {
-	br := r.pc.br
 	for {
 		switch r.chunked {
 		case chunkEnd:
-			line, err := br.ReadSlice('\n')
+			line, err := r.readLine()
 			if err != nil {
-				return 0, unexpected(err)
+				return 0, err
 			}
 			if len(bytes.TrimRight(line, "\r\n")) != 0 {
 				return 0, errMalformedChunk
 			}
 			r.chunked = chunkSize
 		case chunkSize:
-			line, err := br.ReadSlice('\n')
+			line, err := r.readLine()
 			if err != nil {
-				return 0, unexpected(err)
+				return 0, err
 			}
 			line, _, _ = bytes.Cut(bytes.TrimRight(line, "\r\n"), []byte(";"))
 			size, err := strconv.ParseUint(view(bytes.TrimSpace(line)), 16, 62)
@@ -561,7 +649,7 @@ func (r *relay) readChunked(p []byte) (int, error) {
 			}
 			r.left, r.chunked = int64(size), chunkData
 		case chunkData:
-			n, err := br.Read(p[:min(int64(len(p)), r.left)])
+			n, err := r.read(p[:min(int64(len(p)), r.left)])
 			r.left -= int64(n)
 			if r.left == 0 {
 				r.chunked = chunkEnd
@@ -575,23 +663,98 @@ func (r *relay) readChunked(p []byte) (int, error) {
 }
 
 // readTrailer reads the trailer section after the last chunk into the
-// response's trailers, and returns io.EOF at its end.
+// response's trailers, and returns io.EOF at its end. The section is held
+// to MaxResponseHead and maxTrailerFields, as a head is: fasthttp's trailer
+// set grows in quadratic time, and an app must not make the router hold a
+// core or its memory after the body. What must not reach the client is
+// left out: the router's own fields and hop-by-hop ones, and names that
+// are not tokens; CR and NUL in a value become spaces (RFC 9110 §5.5).
 func (r *relay) readTrailer() error {
 	h := &r.ex.ctx.Response.Header
+	budget, fields := MaxResponseHead, 0
 	for {
-		line, err := r.pc.br.ReadSlice('\n')
+		line, err := r.readLine()
 		if err != nil {
-			return unexpected(err)
+			return err
+		}
+		if budget -= len(line); budget < 0 {
+			return errTrailerTooLarge
 		}
 		line = bytes.TrimRight(line, "\r\n")
 		if len(line) == 0 {
 			return io.EOF
 		}
+		if fields++; fields > maxTrailerFields {
+			return errTrailerTooLarge
+		}
 		k, v, ok := bytes.Cut(line, []byte(":"))
-		if ok && h.AddTrailerBytes(k) == nil {
-			h.SetBytesKV(k, bytes.TrimSpace(v))
+		if !ok || !isToken(k) || isRouterField(k) || isHopByHop(k) {
+			continue
+		}
+		v = bytes.TrimSpace(v)
+		for i, c := range v {
+			if c == 0 || c == '\r' {
+				v[i] = ' '
+			}
+		}
+		if h.AddTrailerBytes(k) == nil {
+			h.SetBytesKV(k, v)
 		}
 	}
+}
+
+// maxTrailerFields caps the fields of a trailer section, as HAProxy caps a
+// head's (tune.http.maxhdr, 101).
+const maxTrailerFields = 100
+
+// errTrailerTooLarge ends a response whose trailer section is over
+// MaxResponseHead or maxTrailerFields.
+var errTrailerTooLarge = errors.New("response trailer section larger than 64 KB or 100 fields")
+
+// isToken reports whether b is an HTTP token (RFC 9110 §5.6.2), as a field
+// name must be.
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tokenChars[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenChars = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// isRouterField reports whether a field name is the router's own
+// (X-Router-…), which an app's response may carry only as requests to the
+// router, never to the client.
+func isRouterField(name []byte) bool {
+	const prefix = "x-router-"
+	return len(name) >= len(prefix) && bytes.EqualFold(name[:len(prefix)], []byte(prefix))
+}
+
+// isHopByHop reports whether a field name is one RFC 9110 §7.6.1 keeps on
+// one connection.
+func isHopByHop(name []byte) bool {
+	for _, h := range [...]string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade", "Trailer"} {
+		if bytes.EqualFold(name, []byte(h)) {
+			return true
+		}
+	}
+	return false
 }
 
 func unexpected(err error) error {
@@ -605,11 +768,18 @@ func unexpected(err error) error {
 // the error that stopped it, if any: the upstream's (from Read) or the
 // client's.
 func (r *relay) CloseWithError(err error) error {
-	r.release(r.eof && r.upErr == nil)
 	r.ex.clearSendDeadline()
+	if r.panicked {
+		r.ex.rt.abandon(r.ex)
+		return nil
+	}
+	r.release(r.eof && r.upErr == nil)
 	r.ex.rt.finish(r.ex, err)
 	return nil
 }
+
+// errPanicked ends a response body whose relay panicked.
+var errPanicked = errors.New("the router panicked relaying the response body")
 
 // extendSendDeadline keeps the client connection's write deadline d ahead,
 // so a client that stops reading is cut off after d without progress. The

@@ -64,11 +64,16 @@ const replayBodyLimit = 64 << 10
 func bufferBody(ex *exchange) *failure {
 	if stream := ex.ctx.RequestBodyStream(); stream != nil {
 		ex.body = slices.Grow(ex.body[:0], replayBodyLimit)[:ex.ctx.Request.Header.ContentLength()]
-		if _, err := io.ReadFull(stream, ex.body); err != nil {
-			if err == io.EOF {
+		for read := 0; read < len(ex.body); {
+			ex.extendBodyDeadline()
+			n, err := stream.Read(ex.body[read:])
+			read += n
+			if err == io.EOF && read < len(ex.body) {
 				err = io.ErrUnexpectedEOF
 			}
-			return &failure{health.Client, &clientBodyError{err}}
+			if err != nil && read < len(ex.body) {
+				return &failure{health.Client, &clientBodyError{err}}
+			}
 		}
 	} else {
 		ex.body = append(ex.body[:0], ex.ctx.Request.Body()...)

@@ -5,12 +5,14 @@ package router
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +46,10 @@ type Options struct {
 	// that does not read it: the client's connection is cut. Zero: no
 	// bound.
 	ClientSendTimeout time.Duration
+	// ClientBodyTimeout bounds a stall while reading a request body from
+	// a client: the request gets 408 and its connection is closed. Zero:
+	// no bound.
+	ClientBodyTimeout time.Duration
 	// TLSInsecureSkipVerify turns off certificate verification for HTTPS
 	// upstreams. Only for upstreams reached over a private network.
 	TLSInsecureSkipVerify bool
@@ -63,6 +69,8 @@ type Options struct {
 	// OnRequest, if set, is told of every proxied request once it is done;
 	// metrics and the status page count them.
 	OnRequest func(stats.Sample)
+	// OnPanic, if set, is told of every request whose handling panicked.
+	OnPanic func()
 	// JSONLogs writes the access log as JSON objects instead of logfmt.
 	JSONLogs bool
 	// LSN, if set, returns the primary database's current WAL position. It
@@ -109,13 +117,16 @@ type Router struct {
 	exchanges          sync.Pool
 	onEvent            func(health.Event)
 	onRequest          func(stats.Sample)
+	onPanic            func()
 	lsn                func(context.Context) (uint64, error)
 	inflight           atomic.Int64
 	primaryReadPercent int
 	clientSendTimeout  time.Duration
+	clientBodyTimeout  time.Duration
 	lsnPinTTL          time.Duration
 	replayReadErrors   bool
 	learned            *learnedRoutes
+	tunnels            tunnels
 	// fallbackSlots is a semaphore of PrimaryReadLimit slots; nil when the
 	// spillover guard is off.
 	fallbackSlots chan struct{}
@@ -145,6 +156,7 @@ func New(o Options) *Router {
 		logger:             o.Logger,
 		onEvent:            o.OnEvent,
 		onRequest:          o.OnRequest,
+		onPanic:            o.OnPanic,
 		lsn:                o.LSN,
 		primaryReadPercent: o.PrimaryReadPercent,
 		preserveHost:       o.PreserveHost,
@@ -154,6 +166,9 @@ func New(o Options) *Router {
 	}
 	if rt.onRequest == nil {
 		rt.onRequest = func(stats.Sample) {}
+	}
+	if rt.onPanic == nil {
+		rt.onPanic = func() {}
 	}
 	if o.PrimaryReadLimit > 0 {
 		rt.fallbackSlots = make(chan struct{}, o.PrimaryReadLimit)
@@ -172,6 +187,7 @@ func New(o Options) *Router {
 	rt.transport = newTransport(o.ConnectTimeout, o.UpstreamTimeout, o.TLSInsecureSkipVerify)
 	rt.transport.sendTimeout = o.UpstreamSendTimeout
 	rt.clientSendTimeout = o.ClientSendTimeout
+	rt.clientBodyTimeout = o.ClientBodyTimeout
 	rt.lsnPinTTL = max(o.LSNPinTTL, o.PinTTL)
 	rt.replayReadErrors = o.ReplayReadErrors
 	if o.ReplayLearnTTL > 0 {
@@ -204,6 +220,11 @@ func (rt *Router) Inflight() int64 { return rt.inflight.Load() }
 // Close releases idle upstream connections.
 func (rt *Router) Close() { rt.transport.CloseIdleConnections() }
 
+// CloseTunnels closes every upgraded connection (WebSocket), and any that
+// opens from now on, and returns how many were open. Shutdown calls it:
+// such a connection has no end a drain could wait for.
+func (rt *Router) CloseTunnels() int { return rt.tunnels.closeAll() }
+
 func newTransport(connectTimeout, upstreamTimeout time.Duration, insecureSkipVerify bool) *transport {
 	return &transport{
 		// Dialled directly: HTTP_PROXY in the environment never reroutes
@@ -227,10 +248,18 @@ func newTransport(connectTimeout, upstreamTimeout time.Duration, insecureSkipVer
 // has returned.
 func (rt *Router) serve(ctx *fasthttp.RequestCtx) {
 	ex := rt.newExchange(ctx)
+	defer func() {
+		if v := recover(); v != nil {
+			rt.recovered(ex, v)
+		}
+	}()
 	if status, desc := scanRequest(ctx, &ex.head); status != 0 {
+		// The head cannot be trusted to say where the request ends:
+		// nothing after it on the connection is read.
+		ex.identify()
+		ex.closeClient = true
+		rt.fail(ex, status, codeClientError, desc)
 		rt.release(ex)
-		ctx.SetConnectionClose()
-		ctx.Error(http.StatusText(status)+": "+desc, status)
 		return
 	}
 	h := &ctx.Request.Header
@@ -255,19 +284,26 @@ func (rt *Router) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if requestBodyLength(h) != 0 {
-		// The head timeout is over: a body streams at the client's pace.
-		ctx.Conn().SetReadDeadline(time.Time{})
+		// The head timeout is over: a body streams at the client's pace,
+		// within CLIENT_BODY_TIMEOUT of no progress.
+		if rt.clientBodyTimeout > 0 {
+			ex.extendBodyDeadline()
+		} else {
+			ctx.Conn().SetReadDeadline(time.Time{})
+		}
 	}
 	rt.inflight.Add(1)
+	ex.counted = true
 	ex.identify()
 	ex.closeClient = ctx.Response.Header.ConnectionClose()
 
 	b, refused := rt.plan(ex)
+	injectPanic(ctx, "serve")
 	for b != nil {
 		rt.send(ex, b)
 		if ex.failure == nil {
 			if !ex.relay.streaming {
-				rt.finish(ex, ex.relay.upErr)
+				rt.finish(ex, ex.relay.err())
 			}
 			return
 		}
@@ -291,9 +327,18 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 		}
 	}
 	ex.pinned, ex.pinLSN = pinned, pin.LSN
+	path := ex.path
+	if len(rt.rules.PrimaryPaths)+len(rt.rules.ReadPaths) > 0 {
+		// Apps may route the raw target otherwise than fasthttp cleaned
+		// it: a parameter-stripped or escaped-slash view of it, and of the
+		// cleaned path (an escaped ';' is a literal one there).
+		ex.route = appRoute(rawPath(ex.ctx), ex.route)
+		ex.routeCleaned = appRoute(ex.path, ex.routeCleaned)
+		path = rt.rules.routingPath(ex.method, ex.path, view(ex.route), view(ex.routeCleaned))
+	}
 	in := Input{
 		Method:       ex.method,
-		Path:         ex.path,
+		Path:         path,
 		Upgrade:      ex.head.isUpgrade(),
 		Pinned:       ex.pinned,
 		PrimaryUp:    rt.primary.up.Available(),
@@ -304,7 +349,7 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 	// has left rotation since; a write leaves the round-robin alone.
 	var caughtUp, replica *backend
 	var learned *learnedRoute
-	if IsSafe(ex.method) || rt.rules.ReadPaths.Match(ex.method, ex.path) {
+	if IsSafe(ex.method) || rt.rules.ReadPaths.Match(ex.method, path) {
 		if pin.LSN > 0 {
 			caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil)
 		}
@@ -379,8 +424,10 @@ func (rt *Router) answer(ex *exchange, v verdict) {
 		ex.ctx.Conn().Close()
 		return
 	}
-	if v.status == http.StatusBadRequest {
-		ex.ctx.SetConnectionClose()
+	if v.status == http.StatusBadRequest || v.status == http.StatusRequestTimeout {
+		// What is left of the client's body can no longer be told from a
+		// next request.
+		ex.closeClient = true
 	}
 	rt.fail(ex, v.status, v.code, v.desc)
 	if v.retryAfter != "" {
@@ -449,9 +496,46 @@ func (rt *Router) finish(ex *exchange, err error) {
 	rt.release(ex)
 }
 
+// recovered handles a panic while serving ex. It is a bug, but one
+// request's: fasthttp's server does not recover, and the process would
+// take every other request down with it, as net/http's server does not. The
+// panic is logged with the request id and its stack and counted, the
+// client's connection is closed, and the exchange abandoned: nothing half
+// done goes back to a pool.
+func (rt *Router) recovered(ex *exchange, v any) {
+	rt.logger.Error("panic serving a request; connection closed", "request_id", ex.requestID,
+		"method", ex.method, "path", ex.path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	rt.onPanic()
+	ex.ctx.SetConnectionClose()
+	ex.ctx.Conn().Close()
+	rt.abandon(ex)
+}
+
+// abandon gives back what an exchange holds, without logging it or
+// pooling it.
+func (rt *Router) abandon(ex *exchange) {
+	if pc := ex.relay.pc; pc != nil {
+		pc.conn.Close()
+		ex.relay.pc = nil
+	}
+	if ex.holdsSlot {
+		<-rt.fallbackSlots
+		ex.holdsSlot = false
+	}
+	if ex.begun != nil {
+		ex.begun.up.End()
+		ex.begun = nil
+	}
+	if ex.counted {
+		rt.inflight.Add(-1)
+		ex.counted = false
+	}
+}
+
 // record logs a finished exchange and reports it to OnRequest.
 func (rt *Router) record(ex *exchange) {
 	rt.inflight.Add(-1)
+	ex.counted = false
 	end := time.Now()
 	service := end.Sub(ex.start)
 	rt.accessLog.write(ex, service)

@@ -32,6 +32,7 @@ type ServerOptions struct {
 // admin's net/http handler.
 type Server struct {
 	fast *fasthttp.Server
+	rt   *Router
 }
 
 // readBufferSize is each client connection's read buffer, and so the
@@ -46,10 +47,18 @@ func NewServer(rt *Router, o ServerOptions) *Server {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Server{}
+	s := &Server{rt: rt}
 	s.fast = &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
-			if isAdminPath(view(ctx.Path())) || isAdminPath(rawPath(ctx)) {
+			if isRouterPath(ctx) {
+				if requestBodyLength(&ctx.Request.Header) != 0 {
+					// The adaptor reads a whole body into memory before the
+					// token is checked; no endpoint of the router's takes
+					// one, so none is read.
+					ctx.Error("413 Content Too Large: the router's own endpoints take no request body", fasthttp.StatusRequestEntityTooLarge)
+					ctx.SetConnectionClose()
+					return
+				}
 				admin(ctx)
 				return
 			}
@@ -80,8 +89,25 @@ func NewServer(rt *Router, o ServerOptions) *Server {
 	return s
 }
 
+// isRouterPath reports whether a request is for the router's own paths,
+// in any of the views an app might take of its target: fasthttp's cleaned
+// path, the raw one, and the raw one as an app routes it (appRoute). So
+// /_router/ is never proxied however it is spelled.
+func isRouterPath(ctx *fasthttp.RequestCtx) bool {
+	raw := rawPath(ctx)
+	if isAdminPath(view(ctx.Path())) || isAdminPath(raw) {
+		return true
+	}
+	var buf [128]byte
+	if route := appRoute(raw, buf[:0]); len(route) > 0 && isAdminPath(view(route)) {
+		return true
+	}
+	route := appRoute(view(ctx.Path()), buf[:0])
+	return len(route) > 0 && isAdminPath(view(route))
+}
+
 // rawPath is the request target's path as the client sent it, before
-// fasthttp cleaned it: /_router/ is never proxied however it is spelled.
+// fasthttp cleaned it.
 func rawPath(ctx *fasthttp.RequestCtx) string {
 	uri := view(ctx.Request.Header.RequestURI())
 	for i := 0; i < len(uri); i++ {
@@ -95,9 +121,12 @@ func rawPath(ctx *fasthttp.RequestCtx) string {
 // Serve serves connections from ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.fast.Serve(ln) }
 
-// Shutdown stops accepting connections and waits, until ctx is done, for
-// the requests in flight to finish.
-func (s *Server) Shutdown(ctx context.Context) error { return s.fast.ShutdownWithContext(ctx) }
+// Shutdown stops accepting connections, closes upgraded ones, and waits,
+// until ctx is done, for the requests in flight to finish.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.rt.CloseTunnels()
+	return s.fast.ShutdownWithContext(ctx)
+}
 
 // fastLogger sends fasthttp's messages (a client that broke its connection)
 // to the router's logger at debug level.

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -44,7 +45,8 @@ type transport struct {
 	closed bool
 
 	// afterPeek, if set, runs between the liveness check of an idle
-	// connection and its reuse: tests close the connection there.
+	// connection and its reuse (for writeAwait, between the look and the
+	// write): tests close the connection there.
 	afterPeek func(*pconn)
 }
 
@@ -79,12 +81,31 @@ type pconn struct {
 	// headBudget is how many more bytes may be read before the response
 	// head is complete; negative: no limit (reading a body).
 	headBudget int
+	// early is set when the app's answer began before the request's body
+	// had all been sent: whatever it did not read would be taken for the
+	// next request, so the connection is not reused.
+	early bool
+	// bodyLength is the response body's framing, as responseBodyLength
+	// says, read before the head is cleaned.
+	bodyLength int
 
 	// rawConn and peek serve the liveness check; made once per
 	// connection, so a check allocates nothing.
 	rawConn   syscall.RawConn
 	peek      func(fd uintptr)
 	peekAlive bool
+
+	// awaitHead makes the next write the whole of a bodiless request, to
+	// be written and answered in one pass (writeAwait); checkFirst has
+	// that pass look for bytes nobody asked for first, as a reused
+	// connection needs. hw and headWaitFn are its state and callback.
+	awaitHead  bool
+	checkFirst bool
+	hw         headWait
+	headWaitFn func(fd uintptr) bool
+	// afterCheck is the transport's afterPeek for this connection, when
+	// the look is part of the write.
+	afterCheck func()
 }
 
 // MaxResponseHead caps an upstream's response head, interim 1xx heads
@@ -115,6 +136,15 @@ func (pc *pconn) Read(p []byte) (int, error) {
 // fresh send deadline, so UPSTREAM_SEND_TIMEOUT bounds a stall, not the
 // whole upload.
 func (pc *pconn) Write(p []byte) (int, error) {
+	if pc.awaitHead {
+		pc.awaitHead = false
+		n, err := pc.writeAwait(p)
+		pc.sent += int64(n)
+		if err != nil && pc.writeErr == nil && err != errNotQuiet {
+			pc.writeErr = err
+		}
+		return n, err
+	}
 	// The first write of a request is its head, which fits in any socket's
 	// send buffer: only the body's writes can stall, and only they pay for
 	// moving the deadline.
@@ -142,24 +172,29 @@ var errClientGone = errors.New("client left before the response")
 // returns the connection, positioned at the response body, or the
 // failure, typed.
 func (t *transport) roundTrip(ex *exchange, b *backend) (*pconn, *failure) {
-	for fresh := false; ; fresh = true {
-		getConn := ex.attemptStart
-		if fresh {
-			getConn = time.Now()
-		}
-		pc, reused, err := t.conn(&b.key, fresh)
+	// A bodiless request's connection is looked at as the request is
+	// written (writeAwait), not before.
+	bodyless := requestBodyLength(&ex.ctx.Request.Header) == 0
+	getConn := ex.attemptStart
+	for fresh := false; ; {
+		pc, reused, err := t.conn(&b.key, fresh, bodyless)
 		if err != nil {
 			return nil, &failure{health.Connect, err}
 		}
 		ex.connect = time.Since(getConn)
-		f := t.send(ex, b, pc, reused)
-		if f != nil && f.class == health.StaleConn && !fresh {
+		f := t.send(ex, b, pc, reused, bodyless)
+		switch {
+		case f != nil && f.err == errNotQuiet:
+			// A pooled connection the app had closed, or written on: the
+			// next one.
+			continue
+		case f != nil && f.class == health.StaleConn && !fresh:
 			// Nothing reached the app: say so, and send on a new connection.
 			ex.failed = f.class
 			ex.rt.recordFailure(b, f)
+			fresh, getConn = true, time.Now()
 			continue
-		}
-		if f != nil {
+		case f != nil:
 			return nil, f
 		}
 		return pc, nil
@@ -167,17 +202,27 @@ func (t *transport) roundTrip(ex *exchange, b *backend) (*pconn, *failure) {
 }
 
 // send writes the request on pc and reads the response head.
-func (t *transport) send(ex *exchange, b *backend, pc *pconn, reused bool) *failure {
+func (t *transport) send(ex *exchange, b *backend, pc *pconn, reused, bodyless bool) *failure {
 	fail := func(class health.Class, err error) *failure {
 		pc.conn.Close()
 		return &failure{class, err}
 	}
-	pc.sent, pc.writeErr = 0, nil
+	pc.sent, pc.writeErr, pc.early = 0, nil, false
 	ex.writeHead(pc.bw, b)
+	if bodyless && pc.sent == 0 && pc.canAwaitHead() {
+		// The whole request is in the buffer: the flush writes it and
+		// waits for the answer in one pass.
+		pc.awaitHead, pc.checkFirst = true, reused
+		pc.awaitDeadline(time.Now(), t.responseHeaderTimeout)
+	}
 	// The head goes before the first byte of the body is read: if a reused
 	// connection turns out dead, the body is still unread and the request
 	// can go on a new connection.
 	werr := pc.bw.Flush()
+	pc.awaitHead = false
+	if werr == errNotQuiet {
+		return fail(health.StaleConn, werr)
+	}
 	if werr == nil {
 		if bodyErr := ex.writeBody(pc.bw, pc); bodyErr != nil {
 			// The client's body failed: there is no request to answer, and
@@ -210,10 +255,21 @@ func (t *transport) send(ex *exchange, b *backend, pc *pconn, reused bool) *fail
 	resp := &ex.ctx.Response
 	pc.headBudget = MaxResponseHead
 	err := t.readHead(ex, pc, deadline, sent)
-	for err == nil && resp.StatusCode() < 200 && resp.StatusCode() != http.StatusSwitchingProtocols {
+	for err == nil {
+		code := resp.StatusCode()
+		if code < 100 || code > 599 {
+			// fasthttp reads any three digits; a status outside 100-599
+			// would reach the client as something else (000 as 200).
+			err = errBadStatus
+			break
+		}
+		if code >= 200 || code == http.StatusSwitchingProtocols {
+			break
+		}
 		// Interim responses (103 Early Hints) go to the client before the
-		// final one; 100 Continue is the server's to send, and it has.
-		if resp.StatusCode() != http.StatusContinue {
+		// final one, unless it speaks HTTP/1.0, which has none (RFC 9110
+		// §15.2); 100 Continue is the server's to send, and it has.
+		if code != http.StatusContinue && ex.ctx.Request.Header.IsHTTP11() {
 			ex.cleanResponse(&resp.Header, false)
 			ex.ctx.Conn().Write(resp.Header.Header())
 		}
@@ -226,20 +282,47 @@ func (t *transport) send(ex *exchange, b *backend, pc *pconn, reused bool) *fail
 	if err != nil {
 		return fail(classifyReadError(err, werr, reused && pc.sent == 0), err)
 	}
-	if !resp.Header.IsHTTP11() {
+	upgrade := resp.StatusCode() == http.StatusSwitchingProtocols
+	if upgrade && !switchedAsAsked(ex, &resp.Header) {
+		// A switch the client did not ask for would turn what it sends
+		// next into raw bytes for the app, past every check (httputil's
+		// handleUpgradeResponse refuses it too).
+		return fail(health.BadResponse, errUnaskedSwitch)
+	}
+	// The framing is read before the Connection header's names are
+	// deleted: an app's "Connection: Content-Length" must not unframe its
+	// body.
+	pc.bodyLength = responseBodyLength(ex, resp)
+	http11 := resp.Header.IsHTTP11()
+	if !http11 {
 		// The client talks to the router, which speaks HTTP/1.1 whatever
 		// the app does.
-		resp.Header.SetProtocol(http11)
+		resp.Header.SetProtocol(http11Proto)
 	}
-	upgrade := resp.StatusCode() == http.StatusSwitchingProtocols
 	closing := ex.cleanResponse(&resp.Header, upgrade)
 	// The answer stands, the connection does not, when the request was not
-	// sent whole.
-	pc.reusable = werr == nil && !closing && !upgrade
+	// sent whole or the answer came before it was. An HTTP/1.0 answer ends
+	// its connection too: fasthttp ignores a Transfer-Encoding in one, and
+	// the framing is then in doubt (RFC 9112 §6.1).
+	pc.reusable = werr == nil && !pc.early && !closing && !upgrade && http11
 	return nil
 }
 
-var http11 = []byte("HTTP/1.1")
+// errBadStatus is a response whose status code is outside 100-599.
+var errBadStatus = errors.New("response status code outside 100-599")
+
+// errUnaskedSwitch is a 101 to a request that did not ask to switch to the
+// protocol the app names.
+var errUnaskedSwitch = errors.New("upstream switched protocols without being asked")
+
+// switchedAsAsked reports whether a 101 switches to a protocol the request
+// asked for.
+func switchedAsAsked(ex *exchange, h *fasthttp.ResponseHeader) bool {
+	got := bytes.TrimSpace(h.Peek("Upgrade"))
+	return ex.head.isUpgrade() && len(got) > 0 && hasToken(ex.head.upgrade, view(got))
+}
+
+var http11Proto = []byte("HTTP/1.1")
 
 // The read deadline readHead sets is left in place for a body read with the
 // head, and the next request's readHead sets its own; a body that streams
@@ -251,18 +334,11 @@ var http11 = []byte("HTTP/1.1")
 // with errClientGone when the client has left.
 func (t *transport) readHead(ex *exchange, pc *pconn, deadline, now time.Time) error {
 	for ; ; now = time.Now() {
-		wait := deadline
-		if wait.IsZero() || wait.Sub(now) > clientCheckEvery {
-			// The check's deadline left from the connection's last request
-			// does while it is at least half a period ahead: moving it
-			// costs more than looking at the client a little early.
-			if ahead := pc.readDeadline.Sub(now); ahead >= clientCheckEvery/2 && ahead <= clientCheckEvery {
-				wait = pc.readDeadline
-			} else {
-				wait = now.Add(clientCheckEvery)
-			}
+		if deadline.IsZero() || deadline.Sub(now) > clientCheckEvery {
+			pc.checkClientBy(now)
+		} else {
+			pc.setReadDeadline(deadline)
 		}
-		pc.setReadDeadline(wait)
 		_, err := pc.br.Peek(1)
 		if err == nil {
 			break
@@ -274,9 +350,12 @@ func (t *transport) readHead(ex *exchange, pc *pconn, deadline, now time.Time) e
 			return errClientGone
 		}
 	}
+	zeroStatus := statusIsZero(pc.br)
 	for {
 		err := ex.ctx.Response.Header.Read(pc.br)
 		switch {
+		case err == nil && zeroStatus:
+			return errBadStatus
 		case err == nil:
 			return nil
 		case isSmallBuffer(err) && pc.br.Size() < MaxResponseHead:
@@ -291,6 +370,32 @@ func (t *transport) readHead(ex *exchange, pc *pconn, deadline, now time.Time) e
 			return err
 		}
 	}
+}
+
+// checkClientBy sets the read deadline at which a wait for the upstream
+// stops to look at the client: clientCheckEvery from now. A deadline left
+// from before stays while it is at least half a period ahead: moving it
+// costs more than looking at the client a little early.
+func (pc *pconn) checkClientBy(now time.Time) {
+	if ahead := pc.readDeadline.Sub(now); ahead >= clientCheckEvery/2 && ahead <= clientCheckEvery {
+		return
+	}
+	pc.setReadDeadline(now.Add(clientCheckEvery))
+}
+
+// statusIsZero reports whether the response head starting in br has the
+// status 000, which fasthttp reads as 0 and reports as 200. Every valid
+// status line is at least 12 bytes, which the peek waits for (a shorter
+// answer fails to parse anyway); what is buffered beyond them is looked at
+// too, for a line with several spaces.
+func statusIsZero(br *bufio.Reader) bool {
+	if _, err := br.Peek(12); err != nil {
+		return false
+	}
+	b, _ := br.Peek(min(br.Buffered(), 32))
+	_, code, ok := bytes.Cut(b, []byte(" "))
+	code = bytes.TrimLeft(code, " ")
+	return ok && len(code) >= 4 && string(code[:3]) == "000" && (code[3] == ' ' || code[3] == '\r' || code[3] == '\n')
 }
 
 // setReadDeadline moves the connection's read deadline, unless it is there
@@ -367,26 +472,28 @@ func (e *clientBodyError) malformed() bool {
 		!isConnectionError(e.err)
 }
 
-// recentlyUsed is how long after its last response a pooled connection is
-// reused without the liveness check's system call: no app closes a
-// kept-alive connection that soon without saying so (Connection: close),
-// and under load, when the check would cost most, connections come back
-// within microseconds. Should one have closed all the same, the request is
-// sent once more on a new connection when nothing of it was taken, or fails
-// as a reset, which a read survives.
-const recentlyUsed = 100 * time.Millisecond
-
 // conn returns a live idle connection to key, or a new one (always a new
-// one with fresh set).
-func (t *transport) conn(key *connKey, fresh bool) (*pconn, bool, error) {
+// one with fresh set). Every idle connection is looked at before it is
+// reused, however recently it was used: bytes an app sent after its answer
+// (a second response, a body to a HEAD) would otherwise be read as the next
+// request's answer, and handed to another client. For a bodyless request
+// on plain TCP the look is part of writing it (writeAwait).
+func (t *transport) conn(key *connKey, fresh, bodyless bool) (*pconn, bool, error) {
 	for !fresh {
 		pc := t.popIdle(key)
 		if pc == nil {
 			break
 		}
-		if idle := time.Since(pc.idleSince); idle < t.idleTimeout && (idle < recentlyUsed && pc.br.Buffered() == 0 || pc.alive()) {
+		// A bodiless request on plain TCP looks at the connection as it is
+		// written (writeAwait); any other, here.
+		looked := bodyless && pc.canAwaitHead() && pc.br.Buffered() == 0
+		if time.Since(pc.idleSince) < t.idleTimeout && (looked || pc.alive()) {
 			if t.afterPeek != nil {
-				t.afterPeek(pc)
+				if looked {
+					pc.afterCheck = func() { t.afterPeek(pc) }
+				} else {
+					t.afterPeek(pc)
+				}
 			}
 			return pc, true, nil
 		}
@@ -482,18 +589,32 @@ func newPconn(key *connKey, conn, raw net.Conn) *pconn {
 		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		pc.peekAlive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
 	}
+	pc.headWaitFn = pc.hw.step
 	pc.br = bufio.NewReaderSize(pc, 4<<10)
 	pc.bw = bufio.NewWriterSize(pc, 4<<10)
 	return pc
 }
 
-// alive reports whether an idle connection is still open: the upstream may
-// have closed it (its keep-alive timeout) while it sat in the pool. One
-// non-blocking peek at the socket: no data and no EOF means alive.
+// alive reports whether an idle connection is still open and quiet: the
+// upstream may have closed it (its keep-alive timeout) while it sat in the
+// pool, or sent bytes nobody asked for. One non-blocking peek at the
+// socket: no data and no EOF means alive. Over TLS, bytes already read off
+// the socket wait in crypto/tls's buffer, where the peek cannot see them,
+// so the TLS layer is asked first.
 func (pc *pconn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false // bytes nobody asked for: the stream is out of step
 	}
+	if tc, ok := pc.conn.(*tls.Conn); ok && !tlsQuiet(tc, pc) {
+		return false
+	}
+	return pc.socketQuiet()
+}
+
+// socketQuiet reports whether the socket under pc holds no unread bytes
+// and no end: one non-blocking peek. A connection whose socket cannot be
+// reached is taken to be quiet.
+func (pc *pconn) socketQuiet() bool {
 	if pc.rawConn == nil {
 		return true
 	}
@@ -505,6 +626,22 @@ func (pc *pconn) alive() bool {
 	}
 	return pc.peekAlive
 }
+
+// tlsQuiet reports whether crypto/tls holds nothing unread for tc: a read
+// past its deadline returns at once, with a record already decrypted or
+// read off the socket, or a timeout when there is none. A timeout leaves
+// the connection usable (crypto/tls keeps no error for it), and
+// post-handshake messages (session tickets) are consumed on the way.
+func tlsQuiet(tc *tls.Conn, pc *pconn) bool {
+	pc.readDeadline = longAgo
+	tc.SetReadDeadline(longAgo)
+	var b [1]byte
+	n, err := tc.Read(b[:])
+	return n == 0 && isTimeout(err)
+}
+
+// longAgo is a deadline already past.
+var longAgo = time.Unix(1, 0)
 
 // CloseIdleConnections closes every pooled connection; later ones are not
 // pooled.

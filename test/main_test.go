@@ -71,7 +71,13 @@ var listeningRE = regexp.MustCompile(`"?msg"?[=:]"?listening"?[ ,]"?port"?[=:](\
 // it listens. The process is killed when the test ends.
 func startRouter(t *testing.T, env map[string]string, args ...string) *routerProc {
 	t.Helper()
-	p := launch(t, env, args...)
+	return startBinary(t, binary, env, args...)
+}
+
+// startBinary is startRouter for another build of the router.
+func startBinary(t *testing.T, bin string, env map[string]string, args ...string) *routerProc {
+	t.Helper()
+	p := launchBinary(t, bin, env, args...)
 	line, ok := p.waitLog(listeningRE.String(), 10*time.Second)
 	if !ok {
 		t.Fatalf("router did not start listening; stderr:\n%s\nstdout:\n%s", p.Stderr(), strings.Join(p.Lines(), "\n"))
@@ -84,8 +90,13 @@ func startRouter(t *testing.T, env map[string]string, args ...string) *routerPro
 // launch starts the binary without waiting for it.
 func launch(t *testing.T, env map[string]string, args ...string) *routerProc {
 	t.Helper()
+	return launchBinary(t, binary, env, args...)
+}
+
+func launchBinary(t *testing.T, bin string, env map[string]string, args ...string) *routerProc {
+	t.Helper()
 	p := &routerProc{t: t, update: make(chan struct{}, 1), exited: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORT=0"}
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)

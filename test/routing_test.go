@@ -116,18 +116,24 @@ func TestRouterPathsAreNeverProxied(t *testing.T) {
 // X-Served-By.
 func rawGet(t *testing.T, port, target string) (int, string) {
 	t.Helper()
+	return rawRequest(t, port, "GET", target)
+}
+
+// rawRequest is rawGet for any method, with an empty body.
+func rawRequest(t *testing.T, port, method, target string) (int, string) {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte("GET " + target + " HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")); err != nil {
+	if _, err := conn.Write([]byte(method + " " + target + " HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		t.Fatalf("GET %s: %v", target, err)
+		t.Fatalf("%s %s: %v", method, target, err)
 	}
 	resp.Body.Close()
 	return resp.StatusCode, resp.Header.Get("X-Served-By")
