@@ -30,6 +30,7 @@ import (
 	"github.com/splitapp/router/health"
 	"github.com/splitapp/router/logwriter"
 	"github.com/splitapp/router/metrics"
+	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/router"
 	"github.com/splitapp/router/stats"
 )
@@ -159,20 +160,24 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		background.Wait()
 	}()
 
+	tracker, err := startReplication(bgCtx, &background, cfg, ups)
+	if err != nil {
+		logger.Error("cannot use the database URLs", "err", err)
+		return 1
+	}
+	var currentLSN func(context.Context, bool) (uint64, error)
+	var databases func() []replication.State
+	if tracker != nil {
+		currentLSN, databases = tracker.PrimaryPosition, tracker.States
+	}
 	registry := prometheus.NewRegistry()
 	window := stats.NewWindow(5*time.Minute, nil)
 	var rt *router.Router
 	m := metrics.New(registry, metrics.Options{
-		Upstreams:   ups.all,
-		Inflight:    func() int64 { return rt.Inflight() },
-		Replication: cfg.PrimaryDatabaseURL != "",
+		Upstreams: ups.all,
+		Inflight:  func() int64 { return rt.Inflight() },
+		Databases: databases,
 	})
-	currentLSN, closeDB, err := startReplication(bgCtx, &background, cfg, ups)
-	if err != nil {
-		logger.Error("cannot use PRIMARY_DATABASE_URL", "err", err)
-		return 1
-	}
-	defer closeDB()
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
 	rt = router.New(router.Options{
 		Primary:               ups.primary,
@@ -195,6 +200,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		PrimaryReadPercent:    100 - cfg.ReadShare,
 		PrimaryReadLimit:      cfg.PrimaryReadLimit,
 		LSN:                   currentLSN,
+		OnPinnedWait:          wakeFor(tracker),
 		LSNPinTTL:             cfg.LSNPinTTL,
 		ReplayReadErrors:      cfg.ReplayReadErrors,
 		ReplayLearnTTL:        cfg.ReplayLearnTTL,
@@ -212,6 +218,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 			Logger:        logger,
 			OnAuthFailure: m.AdminAuthFailed,
 			Learned:       func() []router.LearnedRoute { return rt.LearnedRoutes() },
+			Databases:     databases,
 		}),
 	})
 	defer rt.Close()

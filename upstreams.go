@@ -7,6 +7,7 @@ import (
 
 	"github.com/splitapp/router/config"
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/replication"
 )
 
 // upstreams are the primary and the replicas, sharing one health policy.
@@ -53,8 +54,24 @@ func (u *upstreams) logEvent(ev health.Event) {
 		level = slog.LevelInfo
 	}
 	attrs := []any{"backend", ev.Upstream.Name, "role", ev.Upstream.Role.String(), "cause", ev.Cause}
+	if ev.CheckStatus != 0 {
+		attrs = append(attrs, "check_status", ev.CheckStatus, "path", ev.CheckPath)
+	}
 	if ev.For > 0 {
 		attrs = append(attrs, "for", ev.For.String())
 	}
 	u.logger.Log(context.Background(), level, msg, attrs...)
+}
+
+// logDatabase logs a database becoming unreachable, with the variable to
+// look at and why, or reachable again. Pins fall back to time pins while
+// the primary's is unreachable, and a follower's pins are not released
+// while its own is, so either is worth a warning.
+func (u *upstreams) logDatabase(s replication.State) {
+	if s.Up {
+		u.logger.Info("database reachable", "database", s.Database.Name, "variable", s.Database.Variable)
+		return
+	}
+	u.logger.Warn("database unreachable", "database", s.Database.Name, "variable", s.Database.Variable,
+		"cause", string(s.Cause), "err", s.Err)
 }

@@ -77,10 +77,16 @@ type Config struct {
 	ReadShare           int           `env:"READ_SHARE" envDefault:"100" example:"50"`
 	Balance             string        `env:"BALANCE" envDefault:"round_robin" example:"least_outstanding"`
 
+	// PrimaryDatabaseURL and each REPLICA_DATABASE_URLS entry are URLs, or
+	// names of variables holding one; Load resolves them to URLs.
 	PrimaryDatabaseURL  string        `env:"PRIMARY_DATABASE_URL" example:"postgres://user:pass@host:5432/db"`
-	ReplicaDatabaseURLs []string      `env:"REPLICA_DATABASE_URLS" example:"postgres://user:pass@follower-host:5432/db"`
+	ReplicaDatabaseURLs []string      `env:"REPLICA_DATABASE_URLS" example:"FOLLOWER_DATABASE_URL"`
 	LagPollInterval     time.Duration `env:"LAG_POLL_INTERVAL" envDefault:"100ms" example:"100ms"`
 	MaxReplicaLag       time.Duration `env:"MAX_REPLICA_LAG" envDefault:"0s" example:"30s"`
+
+	// Dyno names this process in the databases' pg_stat_activity
+	// (Heroku sets DYNO=web.3).
+	Dyno string `env:"DYNO"`
 
 	AdminToken  string `env:"ADMIN_TOKEN" example:"$(openssl rand -hex 24)"`
 	MetricsAddr string `env:"METRICS_ADDR" example:"127.0.0.1:9090"`
@@ -88,11 +94,15 @@ type Config struct {
 	LogLevel    string `env:"LOG_LEVEL" envDefault:"info" example:"warn"`
 
 	// Parsed from the raw fields above by Load.
-	PrimaryURL   *url.URL
-	Replicas     []Replica
-	CookieKeys   [][]byte
-	PrimaryPaths pathrule.Set
-	ReadPaths    pathrule.Set
+	PrimaryURL *url.URL
+	// PrimaryDatabaseVar and ReplicaDatabaseVars name the variable each
+	// database URL came from: the setting itself, or the one it names.
+	PrimaryDatabaseVar  string
+	ReplicaDatabaseVars []string
+	Replicas            []Replica
+	CookieKeys          [][]byte
+	PrimaryPaths        pathrule.Set
+	ReadPaths           pathrule.Set
 }
 
 // Replica is one read-only upstream from REPLICA_URLS.
@@ -118,7 +128,7 @@ func Load(environ []string) (Config, error) {
 	if err := env.ParseWithOptions(&c, env.Options{Environment: vars}); err != nil {
 		problems = append(problems, describeParseErrors(err, vars)...)
 	}
-	problems = append(problems, c.validate()...)
+	problems = append(problems, c.validate(vars)...)
 	if len(problems) > 0 {
 		return Config{}, errors.New(strings.Join(problems, "\n"))
 	}
@@ -174,7 +184,7 @@ func example(name string) string {
 
 // validate checks the values env could parse and fills the parsed fields.
 // Fields env rejected keep their zero value and are not reported twice.
-func (c *Config) validate() []string {
+func (c *Config) validate(vars map[string]string) []string {
 	var problems []string
 	bad := func(name, problem string) {
 		problems = append(problems, name+problem+"; e.g. "+example(name))
@@ -264,7 +274,7 @@ func (c *Config) validate() []string {
 		bad("BALANCE", fmt.Sprintf("=%q is neither round_robin nor least_outstanding", c.Balance))
 	}
 
-	problems = append(problems, c.validateDatabases()...)
+	problems = append(problems, c.validateDatabases(vars)...)
 
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		bad("ADMIN_TOKEN", fmt.Sprintf(" is %d bytes; use at least 16 random bytes", len(c.AdminToken)))
@@ -350,28 +360,55 @@ func validCookieName(name string) bool {
 
 // validateDatabases checks the optional replication settings: the primary's
 // and the followers' database URLs go together, one follower URL per
-// REPLICA_URLS entry or one for all.
-func (c *Config) validateDatabases() []string {
+// REPLICA_URLS entry or one for all. Each may be a URL or the name of a
+// variable holding one (as Heroku keeps an attached database's current URL
+// in HEROKU_POSTGRESQL_<COLOR>_URL, or in FOLLOWER_DATABASE_URL when
+// attached --as FOLLOWER_DATABASE), resolved here, once.
+func (c *Config) validateDatabases(vars map[string]string) []string {
 	var problems []string
 	bad := func(name, problem string) {
 		problems = append(problems, name+problem+"; e.g. "+example(name))
 	}
-	var followers []string
-	for _, u := range c.ReplicaDatabaseURLs {
-		if u = strings.TrimSpace(u); u != "" {
-			followers = append(followers, u)
-		}
-	}
-	c.ReplicaDatabaseURLs = followers
-	for _, u := range append([]string{c.PrimaryDatabaseURL}, followers...) {
-		if u != "" && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
-			name := "REPLICA_DATABASE_URLS"
-			if u == c.PrimaryDatabaseURL {
-				name = "PRIMARY_DATABASE_URL"
+	// resolve returns the URL an entry stands for and the variable that
+	// holds it.
+	resolve := func(name, entry string) (url, from string, ok bool) {
+		switch {
+		case strings.HasPrefix(entry, "postgres://") || strings.HasPrefix(entry, "postgresql://"):
+			return entry, name, true
+		case isVariableName(entry):
+			url = strings.TrimSpace(vars[entry])
+			if url == "" {
+				bad(name, fmt.Sprintf(" names %s, which is not set; set it, or give a postgres:// URL", entry))
+				return "", "", false
 			}
-			bad(name, " must be postgres:// URLs, as Heroku's DATABASE_URL")
+			if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
+				bad(name, fmt.Sprintf(" names %s, which does not hold a postgres:// URL", entry))
+				return "", "", false
+			}
+			return url, entry, true
+		}
+		bad(name, " must be postgres:// URLs, as Heroku's DATABASE_URL, or names of variables that hold one")
+		return "", "", false
+	}
+	c.PrimaryDatabaseVar = ""
+	if raw := strings.TrimSpace(c.PrimaryDatabaseURL); raw != "" {
+		c.PrimaryDatabaseURL, c.PrimaryDatabaseVar, _ = resolve("PRIMARY_DATABASE_URL", raw)
+		if c.PrimaryDatabaseURL == "" {
+			c.PrimaryDatabaseURL = raw // reported; kept so that the checks below do not also complain it is missing
 		}
 	}
+	var followers, followerVars []string
+	for _, entry := range c.ReplicaDatabaseURLs {
+		if entry = strings.TrimSpace(entry); entry == "" {
+			continue
+		}
+		url, from, ok := resolve("REPLICA_DATABASE_URLS", entry)
+		if !ok {
+			url, from = entry, "REPLICA_DATABASE_URLS"
+		}
+		followers, followerVars = append(followers, url), append(followerVars, from)
+	}
+	c.ReplicaDatabaseURLs, c.ReplicaDatabaseVars = followers, followerVars
 	switch {
 	case c.PrimaryDatabaseURL == "" && len(followers) > 0:
 		bad("PRIMARY_DATABASE_URL", " is required with REPLICA_DATABASE_URLS: lag is measured against the primary")
@@ -397,6 +434,32 @@ func (c *Config) validateDatabases() []string {
 		bad("REPLAY_LEARN_TTL", fmt.Sprintf("=%s is out of range 0s-24h (0 turns learning off), e.g. 10m", c.ReplayLearnTTL))
 	}
 	return problems
+}
+
+// isVariableName reports whether s looks like an environment variable's
+// name, as Heroku's config vars are: upper-case letters, digits and _.
+func isVariableName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// FollowerVariable returns the variable the database URL of the follower
+// behind replica i came from.
+func (c *Config) FollowerVariable(i int) string {
+	switch len(c.ReplicaDatabaseVars) {
+	case 0:
+		return ""
+	case 1:
+		return c.ReplicaDatabaseVars[0]
+	}
+	return c.ReplicaDatabaseVars[i]
 }
 
 // FollowerURL returns the database URL of the follower behind replica i,

@@ -107,11 +107,43 @@ func TestEveryVariableIsDocumented(t *testing.T) {
 		if name == "" || name == "PORT" {
 			continue // PORT is the platform's to set
 		}
-		if _, ok := app.Env[name]; !ok {
+		// DYNO is Heroku's to set: no deploy form offers it.
+		if _, ok := app.Env[name]; !ok && name != "DYNO" {
 			t.Errorf("%s is missing from app.json", name)
 		}
 		if !strings.Contains(string(readme), "| `"+name+"` |") {
 			t.Errorf("%s is missing from README's configuration table", name)
+		}
+	}
+}
+
+// TestDatabaseURLsMayNameVariables: each database setting is a URL or the
+// name of a variable that holds one (Heroku keeps an attached database's
+// current URL in its own variable, and rotates it there).
+func TestDatabaseURLsMayNameVariables(t *testing.T) {
+	t.Parallel()
+	base := []string{"PRIMARY_URL=http://p", "REPLICA_URLS=http://a,http://b", "COOKIE_SECRET=" + secret}
+	c, err := Load(append(base,
+		"PRIMARY_DATABASE_URL=HEROKU_POSTGRESQL_ONYX_URL", "HEROKU_POSTGRESQL_ONYX_URL=postgres://u:p@primary/db",
+		"REPLICA_DATABASE_URLS=FOLLOWER_DATABASE_URL, postgres://u:p@f2/db", "FOLLOWER_DATABASE_URL=postgres://u:p@f1/db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PrimaryDatabaseURL != "postgres://u:p@primary/db" || c.PrimaryDatabaseVar != "HEROKU_POSTGRESQL_ONYX_URL" {
+		t.Errorf("primary database %q from %q", c.PrimaryDatabaseURL, c.PrimaryDatabaseVar)
+	}
+	if c.FollowerURL(0) != "postgres://u:p@f1/db" || c.FollowerVariable(0) != "FOLLOWER_DATABASE_URL" ||
+		c.FollowerURL(1) != "postgres://u:p@f2/db" || c.FollowerVariable(1) != "REPLICA_DATABASE_URLS" {
+		t.Errorf("followers %q from %q", c.ReplicaDatabaseURLs, c.ReplicaDatabaseVars)
+	}
+	for _, tc := range []struct{ env, want string }{
+		{"PRIMARY_DATABASE_URL=MISSING_URL", "PRIMARY_DATABASE_URL names MISSING_URL, which is not set"},
+		{"PRIMARY_DATABASE_URL=mysql://x", "PRIMARY_DATABASE_URL must be postgres:// URLs"},
+		{"PRIMARY_DATABASE_URL=HOLDS_JUNK", "PRIMARY_DATABASE_URL names HOLDS_JUNK, which does not hold a postgres:// URL"},
+	} {
+		_, err := Load(append(base, tc.env, "HOLDS_JUNK=junk", "REPLICA_DATABASE_URLS=postgres://f/db"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one saying %q", tc.env, err, tc.want)
 		}
 	}
 }

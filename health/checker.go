@@ -102,7 +102,7 @@ func (c *Checker) CheckOnce(ctx context.Context) {
 	for _, u := range c.o.Upstreams {
 		wg.Go(func() {
 			start := time.Now()
-			err := c.check(ctx, u)
+			status, err := c.check(ctx, u)
 			if ctx.Err() != nil {
 				return // shutting down: not the upstream's fault
 			}
@@ -114,7 +114,14 @@ func (c *Checker) CheckOnce(ctx context.Context) {
 			if err != nil {
 				cause = err.Error()
 			}
+			u.lastCheckStatus.Store(int32(status))
 			if ev, changed := u.RecordCheck(err == nil, took, cause); changed && c.o.OnEvent != nil {
+				// An answer that failed the check says why at once: a 403
+				// is the app's host check (Rails' config.hosts) refusing
+				// the router, a 404 a wrong HEALTH_CHECK_PATH.
+				if status != 0 {
+					ev.CheckStatus, ev.CheckPath = status, c.o.Path
+				}
 				c.o.OnEvent(ev)
 			}
 		})
@@ -122,32 +129,34 @@ func (c *Checker) CheckOnce(ctx context.Context) {
 	wg.Wait()
 }
 
-func (c *Checker) check(ctx context.Context, u *Upstream) error {
+// check sends one check and returns the answer's status (0 without one)
+// and, when the check failed, why.
+func (c *Checker) check(ctx context.Context, u *Upstream) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
 	target := u.URL.JoinPath(c.o.Path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req.Header.Set("User-Agent", UserAgent)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
-			return fmt.Errorf("health check: no answer within %s", c.o.Timeout)
+			return 0, fmt.Errorf("health check: no answer within %s", c.o.Timeout)
 		}
-		return fmt.Errorf("health check: %s", describe(err))
+		return 0, fmt.Errorf("health check: %s", describe(err))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 		// Not drained: a 101's body is the switched connection, which
 		// need never end.
 		resp.Body.Close()
-		return fmt.Errorf("health check: status %d", resp.StatusCode)
+		return resp.StatusCode, fmt.Errorf("health check: status %d", resp.StatusCode)
 	}
 	// Drain a little so the connection can be reused, no more.
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	resp.Body.Close()
-	return nil
+	return resp.StatusCode, nil
 }
 
 // describe shortens a client error to its cause, without the URL that

@@ -115,6 +115,7 @@ type Upstream struct {
 	lagBytes  atomic.Uint64
 	lagged    atomic.Bool // out of rotation for lag beyond MaxLag
 	pollError atomic.Bool
+	measured  atomic.Bool // a poll has succeeded
 
 	ejections    atomic.Uint64
 	failures     [numClasses]atomic.Uint64
@@ -122,6 +123,9 @@ type Upstream struct {
 	lastError    atomic.Pointer[string]
 	lastCheck    atomic.Int64 // Unix nanoseconds
 	checkLatency atomic.Int64 // nanoseconds
+	// lastCheckStatus is the status of the last check's answer; 0 without
+	// one.
+	lastCheckStatus atomic.Int32
 }
 
 // NewUpstream returns an upstream that is available until a check or a
@@ -164,6 +168,10 @@ type Event struct {
 	For time.Duration
 	// Cause is the failure behind the change.
 	Cause string
+	// CheckStatus and CheckPath are the status a failing health check
+	// got, and the path it asked for, when it got an answer.
+	CheckStatus int
+	CheckPath   string
 }
 
 // RecordCheck applies an active check's result and returns the state change
@@ -249,12 +257,13 @@ func (u *Upstream) eject(cause string, capped bool) (Event, bool) {
 // it takes the upstream out of rotation, and coming back under it brings it
 // back; each crossing is one Event ("lagging", "caught up"). A failed poll
 // (err set) changes nothing but is reported once per run of failures.
-func (u *Upstream) RecordReplication(replayed uint64, lag time.Duration, lagBytes uint64, err error) (Event, bool) {
+func (u *Upstream) RecordReplication(replayed uint64, lag time.Duration, lagKnown bool, lagBytes uint64, err error) (Event, bool) {
 	if err != nil {
 		// The follower may be restarting, and may come back having lost
 		// replay it had not flushed: no pin is released to it until a poll
 		// says again how far it is.
 		u.replayed.Store(0)
+		u.lagNanos.Store(lagUnknown)
 		u.setLastError("replication poll: " + err.Error())
 		if u.pollError.CompareAndSwap(false, true) {
 			return Event{Upstream: u, Kind: "replication unknown", Cause: err.Error()}, true
@@ -262,7 +271,17 @@ func (u *Upstream) RecordReplication(replayed uint64, lag time.Duration, lagByte
 		return Event{}, false
 	}
 	polledAgain := u.pollError.CompareAndSwap(true, false)
+	u.measured.Store(true)
 	u.replayed.Store(replayed)
+	if !lagKnown {
+		// Nothing to measure against: the lag is unknown, never taken for
+		// zero, and the rotation is left as it was.
+		u.lagNanos.Store(lagUnknown)
+		if polledAgain {
+			return Event{Upstream: u, Kind: "replication known", Cause: "follower answers again"}, true
+		}
+		return Event{}, false
+	}
 	u.lagNanos.Store(int64(lag))
 	u.lagBytes.Store(lagBytes)
 	if max := u.policy.MaxLag; max > 0 {
@@ -283,9 +302,15 @@ func (u *Upstream) RecordReplication(replayed uint64, lag time.Duration, lagByte
 // known to have replayed; zero when unknown.
 func (u *Upstream) Replayed() uint64 { return u.replayed.Load() }
 
-// Lag returns the follower's last measured lag, in time and WAL bytes.
-func (u *Upstream) Lag() (time.Duration, uint64) {
-	return time.Duration(u.lagNanos.Load()), u.lagBytes.Load()
+// lagUnknown is stored as the lag while it cannot be measured.
+const lagUnknown = -1
+
+// Lag returns the follower's last measured lag, in time and WAL bytes; ok
+// is false while it is unknown (not measured yet, or nothing to measure
+// against).
+func (u *Upstream) Lag() (lag time.Duration, bytes uint64, ok bool) {
+	n := u.lagNanos.Load()
+	return time.Duration(max(n, 0)), u.lagBytes.Load(), n != lagUnknown && u.measured.Load()
 }
 
 // RecordResponse notes a response's status: any response ends a run of
@@ -338,10 +363,13 @@ type Snapshot struct {
 	LastFailure  string
 	LastCheck    time.Time // zero before the first check
 	CheckLatency time.Duration
-	Inflight     int64
-	Lagging      bool
-	Lag          time.Duration
-	Replayed     uint64
+	// LastCheckStatus is the last check's answer, 0 without one.
+	LastCheckStatus int
+	Inflight        int64
+	Lagging         bool
+	Lag             time.Duration
+	LagKnown        bool
+	Replayed        uint64
 }
 
 // Snapshot returns the upstream's state.
@@ -353,12 +381,15 @@ func (u *Upstream) Snapshot() Snapshot {
 		CheckedDown:  u.checkedDown.Load(),
 		Ejections:    u.ejections.Load(),
 		CheckLatency: time.Duration(u.checkLatency.Load()),
-		Inflight:     u.inflight.Load(),
-		Lagging:      u.lagged.Load(),
-		Lag:          time.Duration(u.lagNanos.Load()),
-		Replayed:     u.replayed.Load(),
-		LastFailure:  Class(u.lastFailure.Load()).String(),
+
+		LastCheckStatus: int(u.lastCheckStatus.Load()),
+		Inflight:        u.inflight.Load(),
+		Lagging:         u.lagged.Load(),
+
+		Replayed:    u.replayed.Load(),
+		LastFailure: Class(u.lastFailure.Load()).String(),
 	}
+	s.Lag, _, s.LagKnown = u.Lag()
 	if until := u.ejectedUntil.Load(); until != 0 && u.policy.Now().UnixNano() < until {
 		s.EjectedUntil = time.Unix(0, until)
 	}

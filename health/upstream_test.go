@@ -191,7 +191,7 @@ func TestLagEjection(t *testing.T) {
 		{0, nil, true, "replication known"},
 	}
 	for i, s := range steps {
-		ev, changed := u.RecordReplication(uint64(100+i), s.lag, 0, s.err)
+		ev, changed := u.RecordReplication(uint64(100+i), s.lag, true, 0, s.err)
 		got := ""
 		if changed {
 			got = ev.Kind
@@ -205,12 +205,12 @@ func TestLagEjection(t *testing.T) {
 func TestFailedPollForgetsReplayPosition(t *testing.T) {
 	t.Parallel()
 	u, _ := newTestUpstream(Policy{})
-	u.RecordReplication(500, 0, 0, nil)
-	u.RecordReplication(0, 0, 0, errPoll)
+	u.RecordReplication(500, 0, true, 0, nil)
+	u.RecordReplication(0, 0, true, 0, errPoll)
 	if got := u.Replayed(); got != 0 {
 		t.Errorf("Replayed after a failed poll = %d, want 0 (unknown)", got)
 	}
-	u.RecordReplication(300, 0, 0, nil) // a restarted follower that lost some replay
+	u.RecordReplication(300, 0, true, 0, nil) // a restarted follower that lost some replay
 	if got := u.Replayed(); got != 300 {
 		t.Errorf("Replayed = %d, want what the follower says now, 300", got)
 	}

@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/stats"
 )
 
@@ -36,6 +38,7 @@ type Metrics struct {
 	requests   *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 	pinsIssued prometheus.Counter
+	pinKinds   *prometheus.CounterVec
 	retries    prometheus.Counter
 	released   prometheus.Counter
 	replays    prometheus.Counter
@@ -55,8 +58,9 @@ type Options struct {
 	Upstreams []*health.Upstream
 	// Inflight returns the requests the router is serving now.
 	Inflight func() int64
-	// Replication adds the replicas' lag gauges.
-	Replication bool
+	// Databases, when the database URLs are set, returns each database's
+	// state; it adds their gauges and the replicas' lag gauges.
+	Databases func() []replication.State
 }
 
 // New registers the router's metrics, and the Go and process collectors,
@@ -76,6 +80,10 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 			Name: "router_pins_issued_total",
 			Help: "Pins set on responses: clients sent to the primary for their next reads.",
 		}),
+		pinKinds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "router_pins_by_kind_total",
+			Help: "Pins set on responses, by kind: wal (the write's WAL position) or time (PIN_TTL), and why a time pin.",
+		}, []string{"kind", "reason"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "router_retries_total",
 			Help: "Reads tried again on another upstream after a failed attempt.",
@@ -103,7 +111,7 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 		}, []string{"backend"}),
 		checksBy: map[*health.Upstream]prometheus.Observer{},
 	}
-	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.retries, m.released, m.replays, m.authFails, m.panics, m.checks,
+	reg.MustRegister(m.requests, m.duration, m.pinsIssued, m.pinKinds, m.retries, m.released, m.replays, m.authFails, m.panics, m.checks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Inflight != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -141,20 +149,46 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 			}, func() float64 { return float64(u.Failures(class)) }))
 		}
 		m.checksBy[u] = m.checks.WithLabelValues(u.Name)
-		if u.Role == health.Replica && o.Replication {
+		if u.Role == health.Replica && o.Databases != nil {
 			backend := prometheus.Labels{"backend": u.Name}
+			// An unknown lag is NaN, never 0: a follower whose lag cannot
+			// be measured is not one that is caught up.
 			reg.MustRegister(
 				prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 					Name:        "router_replica_lag_seconds",
-					Help:        "How far the follower behind the replica is behind the primary, in time.",
+					Help:        "How far the follower behind the replica is behind the primary, in time; NaN while unknown.",
 					ConstLabels: backend,
-				}, func() float64 { lag, _ := u.Lag(); return lag.Seconds() }),
+				}, func() float64 {
+					if lag, _, ok := u.Lag(); ok {
+						return lag.Seconds()
+					}
+					return math.NaN()
+				}),
 				prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 					Name:        "router_replica_lag_bytes",
-					Help:        "WAL the follower behind the replica has yet to replay.",
+					Help:        "WAL the follower behind the replica has yet to replay; NaN while unknown.",
 					ConstLabels: backend,
-				}, func() float64 { _, b := u.Lag(); return float64(b) }),
+				}, func() float64 {
+					if _, b, ok := u.Lag(); ok {
+						return float64(b)
+					}
+					return math.NaN()
+				}),
 			)
+		}
+	}
+	if o.Databases != nil {
+		for i, s := range o.Databases() {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name:        "router_database_up",
+				Help:        "1 while the router reaches the database (primary, or the follower behind the named replicas), 0 while it cannot.",
+				ConstLabels: prometheus.Labels{"database": s.Database.Name},
+			}, func() float64 {
+				if o.Databases()[i].Up {
+					return 1
+				}
+				return 0
+			}))
 		}
 	}
 	return m
@@ -182,7 +216,12 @@ func (m *Metrics) Observe(s stats.Sample) {
 	(*c).Inc()
 	m.durationBy[u].Observe(s.Service.Seconds())
 	if s.PinIssued {
+		kind, reason := "time", s.PinReason
+		if s.PinReason == stats.PinWAL {
+			kind = "wal"
+		}
 		m.pinsIssued.Inc()
+		m.pinKinds.WithLabelValues(kind, reason).Inc()
 	}
 	if s.Retries > 0 {
 		m.retries.Add(float64(s.Retries))

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/stats"
 )
 
@@ -17,7 +18,7 @@ func TestLabelsStayBounded(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	replica := health.NewUpstream(&url.URL{Scheme: "http", Host: "ro.example.com"}, health.Replica, 1, nil)
-	m := New(reg, Options{Upstreams: []*health.Upstream{replica}, Replication: true})
+	m := New(reg, Options{Upstreams: []*health.Upstream{replica}, Databases: func() []replication.State { return nil }})
 
 	m.Observe(stats.Sample{Method: "GET", Upstream: "replica", Reason: "read", Status: 200, Service: time.Millisecond})
 	m.Observe(stats.Sample{Method: "GET", Upstream: "replica", Reason: "read", Status: 204})
@@ -49,12 +50,12 @@ func TestLabelsStayBounded(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	replica.RecordReplication(100, 3*time.Second, 4096, nil)
+	replica.RecordReplication(100, 3*time.Second, true, 4096, nil)
 	err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP router_replica_lag_bytes WAL the follower behind the replica has yet to replay.
+# HELP router_replica_lag_bytes WAL the follower behind the replica has yet to replay; NaN while unknown.
 # TYPE router_replica_lag_bytes gauge
 router_replica_lag_bytes{backend="ro.example.com"} 4096
-# HELP router_replica_lag_seconds How far the follower behind the replica is behind the primary, in time.
+# HELP router_replica_lag_seconds How far the follower behind the replica is behind the primary, in time; NaN while unknown.
 # TYPE router_replica_lag_seconds gauge
 router_replica_lag_seconds{backend="ro.example.com"} 3
 # HELP router_upstream_up 1 while the upstream takes requests, 0 while checks or an ejection hold it out.

@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"errors"
 	"testing"
 	"time"
 )
@@ -27,12 +26,12 @@ func TestParseLSN(t *testing.T) {
 
 func TestLagFromHistory(t *testing.T) {
 	t.Parallel()
-	p := NewPoller(PollerOptions{History: 10 * time.Second})
+	h := history{keep: 10 * time.Second}
 	t0 := time.Unix(1_700_000_000, 0)
-	p.record(t0, 100)
-	p.record(t0.Add(1*time.Second), 200)
-	p.record(t0.Add(2*time.Second), 200) // no progress: not a new sample
-	p.record(t0.Add(3*time.Second), 300)
+	h.record(t0, 100)
+	h.record(t0.Add(1*time.Second), 200)
+	h.record(t0.Add(2*time.Second), 200) // no progress: not a new sample
+	h.record(t0.Add(3*time.Second), 300)
 	now := t0.Add(4 * time.Second)
 
 	tests := []struct {
@@ -47,25 +46,25 @@ func TestLagFromHistory(t *testing.T) {
 		{50, 4 * time.Second, 250},
 	}
 	for _, tt := range tests {
-		pos := p.position(now, tt.replayed, nil)
-		if pos.Lag != tt.wantLag || pos.LagBytes != tt.wantBytes || pos.Replayed != tt.replayed {
-			t.Errorf("replayed %d: %+v, want lag %s and %d bytes", tt.replayed, pos, tt.wantLag, tt.wantBytes)
+		lag, bytes := h.lag(now, tt.replayed)
+		if lag != tt.wantLag || bytes != tt.wantBytes {
+			t.Errorf("replayed %d: lag %s and %d bytes, want %s and %d", tt.replayed, lag, bytes, tt.wantLag, tt.wantBytes)
 		}
 	}
-	if pos := p.position(now, 0, errors.New("down")); pos.Err == nil {
-		t.Error("a failed poll has no error")
+	if at, ok := h.latest(); !ok || !at.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("latest = %s, %v; want the last read, at 3s", at, ok)
 	}
-	// Samples older than History are dropped, the latest kept.
-	p.record(t0.Add(20*time.Second), 400)
-	if len(p.history) != 1 || p.history[0].lsn != 400 {
-		t.Errorf("history after 20s = %+v, want only the latest sample", p.history)
+	// Samples older than keep are dropped, the latest kept.
+	h.record(t0.Add(20*time.Second), 400)
+	if len(h.samples) != 1 || h.samples[0].lsn != 400 {
+		t.Errorf("history after 20s = %+v, want only the latest sample", h.samples)
 	}
 }
 
 func TestRedactHidesPasswords(t *testing.T) {
 	t.Parallel()
-	err := redact(errors.New(`cannot parse "postgres://u8a7:s3cr3t-pw@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d1"`))
-	if got := err.Error(); got != `cannot parse "postgres://u8a7:xxxxx@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d1"` {
+	got := redact(`cannot parse "postgres://u8a7:s3cr3t-pw@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d1"`)
+	if got != `cannot parse "postgres://u8a7:xxxxx@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d1"` {
 		t.Errorf("redacted to %q", got)
 	}
 }

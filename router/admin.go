@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/stats"
 )
 
@@ -36,6 +37,9 @@ type AdminOptions struct {
 	OnAuthFailure func()
 	// Learned, if set, lists the routes replayed on the primary.
 	Learned func() []LearnedRoute
+	// Databases, if set (the database URLs are), returns each database's
+	// state.
+	Databases func() []replication.State
 }
 
 // NewAdmin returns the handler for the router's own paths under /_router/.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/replication"
+	"github.com/splitapp/router/stats"
 )
 
 // Error codes in the log line's code= field.
@@ -52,6 +55,9 @@ type exchange struct {
 	pinned    bool
 	pinLSN    uint64 // the pin's WAL position, 0 if none
 	pinIssued bool
+	// pinReason is what the issued pin carries (stats.PinWAL), or why it
+	// is a time pin.
+	pinReason string
 	// pinCookie is set when the request carries the pin cookie, valid or
 	// not: the app never sees it.
 	pinCookie bool
@@ -179,8 +185,12 @@ func (ex *exchange) pin() {
 	if ttl <= 0 {
 		return
 	}
-	lsn := ex.rt.currentLSN()
-	if lsn > 0 && !steered {
+	var lsn uint64
+	ex.pinReason = stats.PinRequested
+	if !steered {
+		lsn, ex.pinReason = ex.rt.currentLSN()
+	}
+	if lsn > 0 {
 		// The position is the truth about the write: the pin holds until
 		// a follower has replayed it, however long the follower lags, up
 		// to LSN_PIN_TTL. PIN_TTL is only a guess at the lag.
@@ -196,25 +206,33 @@ func (ex *exchange) pin() {
 	ex.pinIssued = true
 }
 
-// lsnTimeout bounds the WAL position query made for each pin: past it the
+// lsnTimeout bounds the wait for the WAL position of each pin: past it the
 // pin is a plain time pin and the response goes on.
 const lsnTimeout = 100 * time.Millisecond
 
-// currentLSN returns the primary database's WAL position, or 0 (a plain
-// time pin) when it is not tracked or cannot be had quickly. It is asked
-// after the primary's response headers arrived, so the write has committed.
-func (rt *Router) currentLSN() uint64 {
+// currentLSN returns the primary database's WAL position for a pin, asked
+// after the primary's response head arrived, so the write has committed;
+// or 0 (a time pin) and why, when it is not tracked, is known to be
+// unreachable, or cannot be had quickly.
+func (rt *Router) currentLSN() (uint64, string) {
 	if rt.lsn == nil {
-		return 0
+		return 0, stats.PinNoDatabase
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), lsnTimeout)
 	defer cancel()
-	lsn, err := rt.lsn(ctx)
-	if err != nil {
-		rt.logger.Debug("no WAL position for the pin; issuing a time pin", "err", err)
-		return 0
+	// This request is one of the primary's in flight; any other may be a
+	// write whose pin the same read can serve.
+	lsn, err := rt.lsn(ctx, rt.primary.up.Inflight() > 1)
+	switch {
+	case err == nil:
+		return lsn, stats.PinWAL
+	case errors.Is(err, replication.ErrDown):
+		return 0, stats.PinDatabaseDown
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, replication.ErrSlow):
+		return 0, stats.PinSlow
 	}
-	return lsn
+	rt.logger.Debug("no WAL position for the pin; issuing a time pin", "err", err)
+	return 0, stats.PinFailed
 }
 
 // isHTTPS reports whether the client reached the router, or the front

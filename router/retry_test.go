@@ -39,15 +39,15 @@ func TestRetryKeepsCausalReadsCausal(t *testing.T) {
 		return b
 	}
 	get := "GET /items HTTP/1.1\r\nHost: x\r\n\r\n"
-	a.RecordReplication(500, 0, 0, nil)
-	b.RecordReplication(100, 0, 0, nil)
+	a.RecordReplication(500, 0, true, 0, nil)
+	b.RecordReplication(100, 0, true, 0, nil)
 
 	ex := testExchange(t, rt, get)
 	ex.pinLSN, ex.backend, ex.decision = 400, backendOf(a), Decision{Role: health.Replica, Reason: ReasonCaughtUp}
 	if got := retry(ex); got != rt.primary {
 		t.Errorf("caught-up read failed on a: retried on %s, want the primary (b has not replayed the write)", nameOf(got))
 	}
-	b.RecordReplication(450, 0, 0, nil)
+	b.RecordReplication(450, 0, true, 0, nil)
 	if got := retry(ex); got != backendOf(b) {
 		t.Errorf("caught-up read failed on a: retried on %s, want b, which has the write", nameOf(got))
 	}

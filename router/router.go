@@ -75,8 +75,14 @@ type Options struct {
 	JSONLogs bool
 	// LSN, if set, returns the primary database's current WAL position. It
 	// is asked once per pin issued, and the position goes into the pin, so
-	// a pinned read can go to a follower that has replayed it.
-	LSN func(context.Context) (uint64, error)
+	// a pinned read can go to a follower that has replayed it; others says
+	// more requests are in flight to the primary, whose pins one read may
+	// serve. An error that is replication.ErrDown says the database is
+	// known to be unreachable.
+	LSN func(ctx context.Context, others bool) (uint64, error)
+	// OnPinnedWait, if set, is told when a pinned read finds no follower
+	// that has replayed its write yet: positions are read faster.
+	OnPinnedWait func()
 	// Balance is "least_outstanding" to send each read to the replica with
 	// the fewest requests in flight per weight; otherwise weighted
 	// round-robin.
@@ -118,7 +124,8 @@ type Router struct {
 	onEvent            func(health.Event)
 	onRequest          func(stats.Sample)
 	onPanic            func()
-	lsn                func(context.Context) (uint64, error)
+	lsn                func(context.Context, bool) (uint64, error)
+	onPinnedWait       func()
 	inflight           atomic.Int64
 	primaryReadPercent int
 	clientSendTimeout  time.Duration
@@ -158,6 +165,7 @@ func New(o Options) *Router {
 		onRequest:          o.OnRequest,
 		onPanic:            o.OnPanic,
 		lsn:                o.LSN,
+		onPinnedWait:       o.OnPinnedWait,
 		primaryReadPercent: o.PrimaryReadPercent,
 		preserveHost:       o.PreserveHost,
 	}
@@ -169,6 +177,9 @@ func New(o Options) *Router {
 	}
 	if rt.onPanic == nil {
 		rt.onPanic = func() {}
+	}
+	if rt.onPinnedWait == nil {
+		rt.onPinnedWait = func() {}
 	}
 	if o.PrimaryReadLimit > 0 {
 		rt.fallbackSlots = make(chan struct{}, o.PrimaryReadLimit)
@@ -351,7 +362,9 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 	var learned *learnedRoute
 	if IsSafe(ex.method) || rt.rules.ReadPaths.Match(ex.method, path) {
 		if pin.LSN > 0 {
-			caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil)
+			if caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil); caughtUp == nil {
+				rt.onPinnedWait()
+			}
 		}
 		if !pinned || caughtUp == nil {
 			replica = rt.replicas.pick(nil)
@@ -546,6 +559,7 @@ func (rt *Router) record(ex *exchange) {
 		Read:      IsSafe(ex.method),
 		Pinned:    ex.pinned,
 		PinIssued: ex.pinIssued,
+		PinReason: ex.pinReason,
 		Status:    ex.status,
 		Code:      ex.code,
 		Retries:   ex.retries,

@@ -51,13 +51,13 @@ func TestConcurrentTraffic(t *testing.T) {
 	replica := up(replicaApp.URL, health.Replica)
 	// The follower behind the live replica has replayed the pins' position
 	// (42); the dead one's has not, so no pinned read is sent there.
-	replica.RecordReplication(100, 0, 0, nil)
+	replica.RecordReplication(100, 0, true, 0, nil)
 	rt := New(Options{
 		Primary:  up(primaryApp.URL, health.Primary),
 		Replicas: []*health.Upstream{replica, up(dead.URL, health.Replica)},
 		Pinner:   pinner,
 		PinTTL:   1e9,
-		LSN:      func(context.Context) (uint64, error) { return 42, nil },
+		LSN:      func(context.Context, bool) (uint64, error) { return 42, nil },
 		OnRequest: func(s stats.Sample) {
 			mu.Lock()
 			counted[s.Reason]++

@@ -24,6 +24,19 @@ type Status struct {
 	// Replayed lists the routes a read-only app handed back to the
 	// primary, most replayed first: the app's reads that write.
 	Replayed []LearnedRoute `json:"replayed_routes"`
+	// Databases, with the database URLs set, are the primary database and
+	// each follower, reachable or not, and why.
+	Databases []DatabaseStatus `json:"databases,omitempty"`
+}
+
+// DatabaseStatus is one database on the status page.
+type DatabaseStatus struct {
+	Name     string    `json:"name"`
+	Variable string    `json:"variable"`
+	State    string    `json:"state"` // up, down, unknown (not tried yet)
+	Cause    string    `json:"cause,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
 }
 
 // UpstreamStatus is one upstream on the status page.
@@ -35,13 +48,16 @@ type UpstreamStatus struct {
 	EjectedUntil   time.Time `json:"ejected_until,omitzero"`
 	LastCheck      time.Time `json:"last_check,omitzero"`
 	CheckLatencyMS float64   `json:"check_latency_ms"`
-	LastError      string    `json:"last_error,omitempty"`
-	LastFailure    string    `json:"last_failure,omitempty"`
-	Ejections      uint64    `json:"ejections"`
-	Inflight       int64     `json:"inflight"`
-	// Replication, for replicas when the database URLs are configured.
-	LagMS       float64 `json:"lag_ms"`
-	ReplayedLSN string  `json:"replayed_lsn,omitempty"`
+	// CheckStatus is the last health check's answer, 0 without one.
+	CheckStatus int    `json:"check_status,omitempty"`
+	LastError   string `json:"last_error,omitempty"`
+	LastFailure string `json:"last_failure,omitempty"`
+	Ejections   uint64 `json:"ejections"`
+	Inflight    int64  `json:"inflight"`
+	// Replication, for replicas when the database URLs are configured:
+	// the lag is null while it cannot be measured.
+	LagMS       *float64 `json:"lag_ms"`
+	ReplayedLSN string   `json:"replayed_lsn,omitempty"`
 }
 
 func buildStatus(o AdminOptions) Status {
@@ -70,13 +86,31 @@ func buildStatus(o AdminOptions) Status {
 		if snap.Replayed != 0 {
 			replayed = replication.FormatLSN(snap.Replayed)
 		}
+		var lag *float64
+		if snap.LagKnown {
+			ms := float64(snap.Lag.Microseconds()) / 1000
+			lag = &ms
+		}
 		s.Upstreams = append(s.Upstreams, UpstreamStatus{
 			Name: snap.Name, Role: snap.Role, Up: snap.Available, State: state,
-			EjectedUntil: snap.EjectedUntil, LastCheck: snap.LastCheck,
+			EjectedUntil: snap.EjectedUntil, LastCheck: snap.LastCheck, CheckStatus: snap.LastCheckStatus,
 			CheckLatencyMS: float64(snap.CheckLatency.Microseconds()) / 1000,
 			LastError:      snap.LastError, LastFailure: snap.LastFailure, Ejections: snap.Ejections, Inflight: snap.Inflight,
-			LagMS: float64(snap.Lag.Microseconds()) / 1000, ReplayedLSN: replayed,
+			LagMS: lag, ReplayedLSN: replayed,
 		})
+	}
+	if o.Databases != nil {
+		for _, d := range o.Databases() {
+			state := "unknown"
+			switch {
+			case d.Known && d.Up:
+				state = "up"
+			case d.Known:
+				state = "down"
+			}
+			s.Databases = append(s.Databases, DatabaseStatus{Name: d.Database.Name, Variable: d.Database.Variable,
+				State: state, Cause: string(d.Cause), Error: d.Err, Since: d.Since})
+		}
 	}
 	return s
 }
@@ -100,7 +134,8 @@ func statusHandler(o AdminOptions) http.HandlerFunc {
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
-	"pct": func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
+	"pct":   func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
+	"lagMS": func(ms *float64) string { return fmt.Sprintf("%.0f", *ms) },
 	"ms": func(d time.Duration) string {
 		if d == 0 {
 			return "–"
@@ -134,7 +169,7 @@ h1{font-size:20px;margin:0 0 4px} .muted{color:#6b7280}
 .card b{display:block;font-size:22px}
 table{border-collapse:collapse;background:#fff;border:1px solid #e5e7eb}
 th,td{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left}
-.up{color:#15803d;font-weight:600} .down,.ejected,.lagging{color:#b91c1c;font-weight:600}
+.up{color:#15803d;font-weight:600} .down,.ejected,.lagging{color:#b91c1c;font-weight:600} .unknown{color:#6b7280}
 </style></head><body>
 <h1>router status</h1>
 <div class="muted">up {{.Uptime}} · refreshes every 5 s · {{.Now.Format "2006-01-02 15:04:05 MST"}}</div>
@@ -149,8 +184,12 @@ th,td{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left}
 </div>
 <h2>Upstreams</h2>
 <table><tr><th>backend</th><th>role</th><th>state</th><th>last check</th><th>check latency</th><th>last failure</th><th>last error</th><th>ejections</th><th>in flight</th><th>replication lag</th></tr>
-{{range .Upstreams}}<tr><td>{{.Name}}</td><td>{{.Role}}</td><td class="{{.State}}">{{.State}}</td><td>{{ago $.Now .LastCheck}}</td><td>{{printf "%.1f" .CheckLatencyMS}} ms</td><td>{{or .LastFailure "–"}}</td><td>{{.LastError}}</td><td>{{.Ejections}}</td><td>{{.Inflight}}</td><td>{{if .ReplayedLSN}}{{printf "%.0f" .LagMS}} ms at {{.ReplayedLSN}}{{else}}–{{end}}</td></tr>
+{{range .Upstreams}}<tr><td>{{.Name}}</td><td>{{.Role}}</td><td class="{{.State}}">{{.State}}</td><td>{{ago $.Now .LastCheck}}{{if .CheckStatus}} ({{.CheckStatus}}){{end}}</td><td>{{printf "%.1f" .CheckLatencyMS}} ms</td><td>{{or .LastFailure "–"}}</td><td>{{.LastError}}</td><td>{{.Ejections}}</td><td>{{.Inflight}}</td><td>{{if .LagMS}}{{lagMS .LagMS}} ms{{if .ReplayedLSN}} at {{.ReplayedLSN}}{{end}}{{else if $.Databases}}{{if eq .Role "replica"}}unknown{{else}}–{{end}}{{else}}–{{end}}</td></tr>
 {{end}}</table>
+{{with .Databases}}<h2>Databases</h2>
+<table><tr><th>database</th><th>from</th><th>state</th><th>since</th><th>cause</th><th>error</th></tr>
+{{range .}}<tr><td>{{.Name}}</td><td>{{.Variable}}</td><td class="{{.State}}">{{.State}}</td><td>{{ago $.Now .Since}}</td><td>{{or .Cause "–"}}</td><td>{{.Error}}</td></tr>
+{{end}}</table>{{end}}
 <h2>Reads served by replicas, last 5 minutes</h2>
 <svg width="600" height="96" viewBox="0 0 600 96" role="img" aria-label="share of reads served by replicas">
 <line x1="0" y1="79" x2="600" y2="79" stroke="#9ca3af"/>

@@ -22,6 +22,9 @@ type Sample struct {
 	Read      bool
 	Pinned    bool
 	PinIssued bool
+	// PinReason says what an issued pin carries: PinWAL, or why it is
+	// only a time pin.
+	PinReason string
 	Status    int
 	// Code is the router's error code, empty when the router did not fail
 	// the request.
@@ -32,6 +35,19 @@ type Sample struct {
 	// Window counts it in; zero means now.
 	End time.Time
 }
+
+// Why a pin is what it is: it carries the write's WAL position, or it is
+// a time pin because the database URLs are not set, the primary database
+// is known to be unreachable, its position did not come within the
+// budget, the query failed, or the app asked for a duration.
+const (
+	PinWAL          = "wal_position"
+	PinNoDatabase   = "no_database"
+	PinDatabaseDown = "database_down"
+	PinSlow         = "slow"
+	PinFailed       = "query_failed"
+	PinRequested    = "app_requested"
+)
 
 // Latency buckets grow by 2^(1/4) (19%) from 0.1 ms, reaching beyond
 // 10 minutes: percentiles read from them are within 10% of the truth.

@@ -473,3 +473,25 @@ func TestLeastOutstanding(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthCheckSaysWhy: a check that fails with an answer names its
+// status and path, in the log line and on the status page, so that an
+// app refusing the router's Host (Rails' config.hosts: 403) is found at
+// once.
+func TestHealthCheckSaysWhy(t *testing.T) {
+	t.Parallel()
+	primary, a := newUpstream(t, "primary"), newUpstream(t, "a")
+	env := healthEnv(primary, a)
+	env["ADMIN_TOKEN"] = adminToken
+	rt := startRouter(t, env)
+	a.handleChecks(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "Blocked host: "+r.Host, http.StatusForbidden)
+	})
+	aName := regexp.QuoteMeta(strings.TrimPrefix(a.URL, "http://"))
+	if _, ok := rt.waitLog(`at=warn msg="upstream down" backend=`+aName+` role=replica cause="health check: status 403" check_status=403 path=/`, 5*time.Second); !ok {
+		t.Fatal("no warn line naming the check's status and path")
+	}
+	if json := adminJSON(t, rt); !strings.Contains(json, `"check_status": 403`) {
+		t.Errorf("status JSON does not show the check's 403:\n%s", json)
+	}
+}

@@ -9,11 +9,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,122 +18,54 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/splitapp/router/test/pgapp"
+	"github.com/splitapp/router/test/pgcluster"
 )
 
-// pgCluster is a real primary and a streaming standby made with
-// pg_basebackup -R, in a temporary directory, run as an unprivileged user.
+// pgCluster is a real primary and a streaming standby for one test.
 type pgCluster struct {
-	t          *testing.T
-	bin        string
-	dir        string
-	runAs      []string
-	primary    string // data directories
-	standby    string
-	PrimaryURL string
-	StandbyURL string
+	*pgcluster.Cluster
+	t *testing.T
 }
 
 // startPostgres starts the cluster, with the standby applying WAL
 // applyDelay late so lag is real and deterministic.
 func startPostgres(t *testing.T, applyDelay time.Duration) *pgCluster {
 	t.Helper()
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(bins) == 0 {
+	if !pgcluster.Installed() {
 		if os.Getenv("ROUTER_REQUIRE_POSTGRES") != "" {
 			t.Fatal("PostgreSQL is not installed; test/run.sh installs it")
 		}
 		t.Skip("PostgreSQL not installed (test/run.sh installs Debian's postgresql)")
 	}
-	sort.Strings(bins)
-	c := &pgCluster{t: t, bin: filepath.Dir(bins[len(bins)-1])}
-	dir, err := os.MkdirTemp("", "router-pg-")
+	c, err := pgcluster.Start(pgcluster.Options{ApplyDelay: applyDelay})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.dir = dir
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if os.Getuid() == 0 {
-		// Postgres refuses to run as root.
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root needs the postgres user: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-		c.runAs = []string{"runuser", "-u", "postgres", "--"}
-	}
-	c.primary, c.standby = filepath.Join(dir, "primary"), filepath.Join(dir, "standby")
-	primaryPort, standbyPort := freePort(t), freePort(t)
-
-	c.run("initdb", "-D", c.primary, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-	c.appendConf(c.primary, fmt.Sprintf(`port = %d
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '%s'
-wal_level = replica
-max_wal_senders = 4
-fsync = off
-full_page_writes = off
-`, primaryPort, dir))
-	c.run("pg_ctl", "-D", c.primary, "-l", filepath.Join(dir, "primary.log"), "-w", "start")
-	t.Cleanup(func() { c.runQuiet("pg_ctl", "-D", c.primary, "-m", "immediate", "stop") })
-
-	c.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primaryPort), "-U", "postgres", "-D", c.standby, "-R", "-X", "stream")
-	c.appendConf(c.standby, fmt.Sprintf("port = %d\nrecovery_min_apply_delay = '%dms'\n", standbyPort, applyDelay.Milliseconds()))
-	c.startStandby()
-	t.Cleanup(func() { c.runQuiet("pg_ctl", "-D", c.standby, "-m", "immediate", "stop") })
-
-	c.PrimaryURL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", primaryPort)
-	c.StandbyURL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", standbyPort)
-	c.exec(c.PrimaryURL, pgapp.Schema)
-	return c
+	t.Cleanup(c.Stop)
+	pg := &pgCluster{Cluster: c, t: t}
+	pg.exec(pg.PrimaryURL, pgapp.Schema)
+	return pg
 }
 
 func (c *pgCluster) startStandby() {
-	c.run("pg_ctl", "-D", c.standby, "-l", filepath.Join(c.dir, "standby.log"), "-w", "start")
+	c.t.Helper()
+	if err := c.StartStandby(); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 func (c *pgCluster) stopStandby() {
-	c.run("pg_ctl", "-D", c.standby, "-m", "fast", "-w", "stop")
-}
-
-func (c *pgCluster) command(name string, args ...string) *exec.Cmd {
-	argv := append(append(append([]string{}, c.runAs...), filepath.Join(c.bin, name)), args...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = c.dir
-	return cmd
-}
-
-func (c *pgCluster) run(name string, args ...string) {
 	c.t.Helper()
-	if out, err := c.command(name, args...).CombinedOutput(); err != nil {
-		c.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-func (c *pgCluster) runQuiet(name string, args ...string) { c.command(name, args...).Run() }
-
-func (c *pgCluster) appendConf(dataDir, conf string) {
-	c.t.Helper()
-	f, err := os.OpenFile(filepath.Join(dataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
+	if err := c.StopStandby(); err != nil {
 		c.t.Fatal(err)
 	}
-	defer f.Close()
-	f.WriteString("\n" + conf)
 }
 
 // exec runs SQL on a database.
 func (c *pgCluster) exec(url, sql string) {
 	c.t.Helper()
-	pool := c.pool(url)
-	defer pool.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := pool.Exec(ctx, sql); err != nil {
-		c.t.Fatalf("%s: %v", sql, err)
+	if err := c.Exec(url, sql); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
