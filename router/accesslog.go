@@ -90,21 +90,23 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 
 // queueTime is how long a request waited between the front router's
 // X-Request-Start and the router: milliseconds since the epoch, as Heroku
-// sends it, or nginx's "t=<seconds>.<fraction>". Other values, and clocks
+// sends it, nginx's "t=<seconds>.<fraction>", or "t=<microseconds>" as the
+// router itself sends it when none came. Other values, and clocks
 // that disagree into the negative, give no queue time.
 func queueTime(header string, start time.Time) (time.Duration, bool) {
 	if header == "" {
 		return 0, false
 	}
 	var at time.Time
-	if v, ok := strings.CutPrefix(header, "t="); ok {
+	if v, ok := strings.CutPrefix(header, "t="); ok && strings.Contains(v, ".") {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
 			return 0, false
 		}
 		at = time.UnixMicro(int64(f * 1e6))
 	} else {
-		n, err := strconv.ParseInt(header, 10, 64)
+		// Whole numbers, with or without t=, in the unit their size says.
+		n, err := strconv.ParseInt(strings.TrimPrefix(header, "t="), 10, 64)
 		if err != nil {
 			return 0, false
 		}

@@ -108,6 +108,7 @@ func TestQueueTime(t *testing.T) {
 		"1700000000123":       377 * time.Millisecond,
 		"1700000000123000":    377 * time.Millisecond,
 		"t=1700000000.123":    377 * time.Millisecond,
+		"t=1700000000123000":  377 * time.Millisecond,
 		"1700000000":          500 * time.Millisecond,
 		"1700000000123000000": 377 * time.Millisecond,
 	}

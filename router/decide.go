@@ -97,7 +97,9 @@ func toPrimary(in Input, reason Reason, pin bool) Decision {
 
 func read(in Input) Decision {
 	switch {
-	case in.Pinned && in.CaughtUp:
+	case in.Pinned && in.CaughtUp && !in.Learned:
+		// A route the read-only app handed back lately would be handed
+		// back again: it stays on the primary with the pin.
 		return Decision{Role: health.Replica, Reason: ReasonCaughtUp}
 	case in.Pinned && in.PrimaryUp:
 		return Decision{Role: health.Primary, Reason: ReasonPinned}

@@ -79,6 +79,10 @@ func TestDecide(t *testing.T) {
 		{"primary down still reads", with(noPrimary, "GET", "/items"), Decision{Role: replica, Reason: ReasonRead}},
 		{"primary down serves pinned reads from replicas", with(noPrimaryPinned, "GET", "/items"), Decision{Role: replica, Reason: ReasonPrimaryDown}},
 		{"all down", with(Input{}, "GET", "/items"), Decision{Reason: ReasonAllDown, Refuse: true}},
+		{"a released pin goes to a follower that has the write", with(Input{PrimaryUp: true, ReplicaUp: true, Pinned: true, CaughtUp: true}, "GET", "/items"),
+			Decision{Role: replica, Reason: ReasonCaughtUp}},
+		{"a released pin on a learned route stays on the primary", with(Input{PrimaryUp: true, ReplicaUp: true, Pinned: true, CaughtUp: true, Learned: true}, "GET", "/logout"),
+			Decision{Role: primary, Reason: ReasonPinned}},
 	}
 	for _, tt := range tests {
 		if got := rules.Decide(tt.in); got != tt.want {

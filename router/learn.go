@@ -2,6 +2,7 @@ package router
 
 import (
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,10 @@ func (l *learnedRoutes) learn(method, path string) {
 		old := *l.table.Load()
 		if e = old[key]; e == nil {
 			e = &learnedRoute{}
+			// The method and path may be views of the request's buffer,
+			// which the next request on its connection overwrites: the
+			// table keeps copies.
+			key = routeKey{strings.Clone(method), strings.Clone(path)}
 			next := make(map[routeKey]*learnedRoute, len(old)+1)
 			for k, v := range old {
 				next[k] = v

@@ -64,3 +64,16 @@ func BenchmarkLearnedLookupEmpty(b *testing.B) {
 		l.find("GET", "/items")
 	}
 }
+
+// TestLearnedRoutesKeepTheirOwnKeys: a route is learned from views of a
+// request's buffer, which later requests overwrite; the table must not.
+func TestLearnedRoutesKeepTheirOwnKeys(t *testing.T) {
+	t.Parallel()
+	l := newLearnedRoutes(time.Minute)
+	buf := []byte("GET/logout")
+	l.learn(view(buf[:3]), view(buf[3:]))
+	copy(buf, "PUT/lo9out")
+	if l.find("GET", "/logout") == nil {
+		t.Error("the learned route changed with the buffer it was read from")
+	}
+}

@@ -154,6 +154,14 @@ func (ex *exchange) writeHead(w *bufio.Writer, b *backend) {
 		w.WriteString("http")
 	}
 	w.WriteString("\r\n")
+	if len(ex.head.start) == 0 {
+		// Heroku's router sends X-Request-Start (passed on with the other
+		// headers); without one, the router's own arrival time, as nginx
+		// users set it, so that APM tools see queue time anywhere.
+		w.WriteString("X-Request-Start: t=")
+		w.Write(strconv.AppendInt(ex.num[:0], ex.start.UnixMicro(), 10))
+		w.WriteString("\r\n")
+	}
 	switch n := requestBodyLength(h); {
 	case n > 0 || n == 0 && (h.IsPost() || h.IsPut() || h.IsPatch()):
 		w.WriteString("Content-Length: ")

@@ -369,7 +369,7 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 		if !pinned || caughtUp == nil {
 			replica = rt.replicas.pick(nil)
 		}
-		if !pinned && IsSafe(ex.method) {
+		if IsSafe(ex.method) {
 			learned = rt.learned.find(ex.method, ex.path)
 		}
 	}

@@ -2,10 +2,7 @@ package test
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -13,8 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -50,8 +45,9 @@ func djangoEnv(t *testing.T, dbURL string, middleware bool) []string {
 		t.Fatal(err)
 	}
 	dir, _ := filepath.Abs("django")
+	kit, _ := filepath.Abs("../contrib/django")
 	env := []string{
-		"PATH=/usr/bin:/bin", "PYTHONPATH=" + dir, "DJANGO_SETTINGS_MODULE=notesite.settings",
+		"PATH=/usr/bin:/bin", "PYTHONPATH=" + dir + ":" + kit, "DJANGO_SETTINGS_MODULE=notesite.settings",
 		"SECRET_KEY=split-app-test-secret-key-0123456789abcdef",
 		"DB_HOST=" + u.Hostname(), "DB_PORT=" + u.Port(), "DB_USER=" + u.User.Username(), "DB_NAME=" + strings.TrimPrefix(u.Path, "/"),
 	}
@@ -83,128 +79,26 @@ func startDjango(t *testing.T, dbURL string, middleware bool) string {
 	port := freePort(t)
 	cmd := exec.Command(djangoGunicorn, "--bind", "127.0.0.1:"+strconv.Itoa(port), "--workers", "2", "--access-logfile", "-", "notesite.wsgi")
 	cmd.Env = djangoEnv(t, dbURL, middleware)
-	var log lockedBuffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("gunicorn on %s:\n%s", dbURL, log.String())
-		}
-	})
+	runApp(t, cmd, "gunicorn on "+dbURL)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	waitFor(t, "gunicorn to serve the Django site", func() bool {
-		resp, err := http.Get(base + "/admin/login/")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	waitAnswers(t, "gunicorn to serve the Django site", base+"/admin/login/")
 	return base
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 var csrfRE = regexp.MustCompile(`name="csrfmiddlewaretoken" value="([^"]+)"`)
 
-// djangoUser is a browser: a cookie jar, no automatic redirects, each
-// step's route and reason read back from the router's log.
-type djangoUser struct {
-	t      *testing.T
-	rt     *routerProc
-	client *http.Client
-	steps  []string
-}
-
-func newDjangoUser(t *testing.T, rt *routerProc) *djangoUser {
-	jar, _ := cookiejar.New(nil)
-	return &djangoUser{t: t, rt: rt, client: &http.Client{
-		Jar: jar, Timeout: 20 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
-}
-
-// do sends one request and returns the status, body and log line.
-func (u *djangoUser) do(step, method, path string, form url.Values) (int, string, string) {
-	u.t.Helper()
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
-	}
-	req, _ := http.NewRequest(method, u.rt.URL+path, body)
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	id := newID(u.t)
-	req.Header.Set("X-Request-Id", id)
-	resp, err := u.client.Do(req)
-	if err != nil {
-		u.t.Fatalf("%s: %v", step, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	line := u.rt.logFor(id)
-	record := fmt.Sprintf("%-34s %-4s %-28s %d  upstream=%s reason=%s", step, method, path, resp.StatusCode, field(line, "upstream"), field(line, "reason"))
-	if from := field(line, "replayed_from"); from != "" {
-		record += " replayed_status=" + field(line, "replayed_status")
-	}
-	u.steps = append(u.steps, record)
-	return resp.StatusCode, string(b), line
-}
-
-// csrf reads the form token from a page.
-func (u *djangoUser) csrf(page string) string {
-	u.t.Helper()
-	m := csrfRE.FindStringSubmatch(page)
-	if m == nil {
-		u.t.Fatalf("no CSRF token in the page:\n%.500s", page)
-	}
-	return m[1]
-}
-
-func (u *djangoUser) sessionID() string {
-	base, _ := url.Parse(u.rt.URL)
-	for _, c := range u.client.Jar.Cookies(base) {
-		if c.Name == "sessionid" {
-			return c.Value
-		}
-	}
-	return ""
-}
-
 // djangoSession logs in, adds a note through the admin and reads it back,
 // then, once the follower has the writes, logs out with a GET. It returns
 // the logout's status and whether the session is gone afterwards.
-func djangoSession(t *testing.T, pg *pgCluster, rt *routerProc, note string) (logoutStatus int, sessionGone bool, u *djangoUser) {
+func djangoSession(t *testing.T, pg *pgCluster, rt *routerProc, note string) (logoutStatus int, sessionGone bool, u *browser) {
 	t.Helper()
-	u = newDjangoUser(t, rt)
+	u = newBrowser(t, rt)
 	_, page, _ := u.do("login form (read-only app's CSRF)", "GET", "/admin/login/", nil)
 	status, _, _ := u.do("log in", "POST", "/admin/login/", url.Values{
-		"csrfmiddlewaretoken": {u.csrf(page)}, "username": {"admin"}, "password": {"correct-horse-battery"}, "next": {"/admin/"},
+		"csrfmiddlewaretoken": {u.token(page, csrfRE)}, "username": {"admin"}, "password": {"correct-horse-battery"}, "next": {"/admin/"},
 	})
-	if status != http.StatusFound || u.sessionID() == "" {
-		t.Fatalf("log in: %d, session %q; want a redirect and a session", status, u.sessionID())
+	if status != http.StatusFound || u.cookie("sessionid") == "" {
+		t.Fatalf("log in: %d, session %q; want a redirect and a session", status, u.cookie("sessionid"))
 	}
 	status, page, _ = u.do("admin index", "GET", "/admin/", nil)
 	if status != 200 || !strings.Contains(page, "Site administration") {
@@ -212,7 +106,7 @@ func djangoSession(t *testing.T, pg *pgCluster, rt *routerProc, note string) (lo
 	}
 	_, page, _ = u.do("add-note form", "GET", "/admin/notes/note/add/", nil)
 	status, _, _ = u.do("add a note", "POST", "/admin/notes/note/add/", url.Values{
-		"csrfmiddlewaretoken": {u.csrf(page)}, "body": {note}, "_save": {"Save"},
+		"csrfmiddlewaretoken": {u.token(page, csrfRE)}, "body": {note}, "_save": {"Save"},
 	})
 	if status != http.StatusFound {
 		t.Fatalf("adding a note: %d, want a redirect to the list", status)
@@ -237,7 +131,7 @@ func djangoSession(t *testing.T, pg *pgCluster, rt *routerProc, note string) (lo
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	session := u.sessionID()
+	session := u.cookie("sessionid")
 	logoutStatus, page, _ = u.do("log out (a GET that writes)", "GET", "/admin/logout/", nil)
 	if logoutStatus == 200 && !strings.Contains(page, "Logged out") {
 		t.Errorf("logout answered 200 without the logged-out page:\n%.500s", page)

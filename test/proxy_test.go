@@ -459,3 +459,26 @@ func TestExpectContinue(t *testing.T) {
 		t.Errorf("after the body: %d %q, want 200 \"got 5 bytes\"", resp.StatusCode, body)
 	}
 }
+
+// TestRequestStartIsAdded: without a front router's X-Request-Start, the
+// app gets the router's own arrival time, t=<microseconds>, so that APM
+// queue time works outside Heroku; Heroku's is passed on as it came.
+func TestRequestStartIsAdded(t *testing.T) {
+	t.Parallel()
+	primary := newUpstream(t, "primary")
+	rt := startRouter(t, baseEnv(primary))
+	before := time.Now()
+	_, _, id := do(t, "GET", rt.URL+"/items", nil, nil)
+	got := primary.received(id)[0].Header.Get("X-Request-Start")
+	micros, err := strconv.ParseInt(strings.TrimPrefix(got, "t="), 10, 64)
+	if !strings.HasPrefix(got, "t=") || err != nil {
+		t.Fatalf("X-Request-Start %q, want t=<microseconds since the epoch>", got)
+	}
+	if at := time.UnixMicro(micros); at.Before(before.Add(-time.Second)) || at.After(time.Now()) {
+		t.Errorf("X-Request-Start says %s, want the request's arrival (%s)", at, before)
+	}
+	_, _, id = do(t, "GET", rt.URL+"/items", nil, http.Header{"X-Request-Start": {"1700000000123"}})
+	if got := primary.received(id)[0].Header.Get("X-Request-Start"); got != "1700000000123" {
+		t.Errorf("Heroku's X-Request-Start reached the app as %q", got)
+	}
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the router: unit tests, end-to-end tests against the
 # real binary (the status page in headless Chromium, consistency against a
-# real Postgres primary and standby, a real Django admin site on both),
+# real Postgres primary and standby, a real Django admin site and a real
+# Rails app on both),
 # fuzz targets briefly, and the soak test, with the race detector. Installs what the tests need when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,12 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 /usr/bin/python3 -c 'import django' >/dev/null 2>&1 || missing+=(python3-django)
 /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
 [ -x /usr/bin/gunicorn ] || missing+=(gunicorn)
+# Rails 6.1, its Postgres driver, puma and Devise serve a real Rails app on
+# both.
+command -v rails >/dev/null 2>&1 || missing+=(ruby-rails)
+ruby -e 'require "pg"' >/dev/null 2>&1 || missing+=(ruby-pg)
+[ -x /usr/bin/puma ] || missing+=(puma)
+ruby -e 'require "devise"' >/dev/null 2>&1 || missing+=(ruby-devise)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "test/run.sh: installing ${missing[*]}"
 	sudo=""
@@ -23,13 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-export ROUTER_REQUIRE_BROWSER=1 ROUTER_REQUIRE_POSTGRES=1 ROUTER_REQUIRE_DJANGO=1
+export ROUTER_REQUIRE_BROWSER=1 ROUTER_REQUIRE_POSTGRES=1 ROUTER_REQUIRE_DJANGO=1 ROUTER_REQUIRE_RAILS=1
 go test -race -count=1 ./...
 
 # The end-to-end fault and consistency tests again, with the router binary
 # itself built with the race detector (the memory-bound tests are left out:
 # the detector multiplies memory).
-ROUTER_E2E_RACE=1 go test -count=1 -run 'TestRouting|TestPin|TestAppSteers|TestReplica|TestHealthPath|TestHung|TestEveryReplica|TestPrimaryDown|TestWrites|TestSpillover|TestLeastOut|TestUpgrade|TestForwarding|TestUpstream|TestClientGone|TestSigterm|TestPostgres|TestMetricsMove|TestStatusJSON|TestDatabaseUnreachable|TestIdleConnectionClosedByTheApp|TestEarly|TestClientGoneMidBody|TestSlowUpload|TestMalformedChunked|TestClientLeaves|TestHalfClosed|TestUpstreamSendTimeout|TestClientSendTimeout|TestSmugglingProbes|TestInterim|TestReplayReadErrors|TestTrailersAndBodiless|TestExpectContinue|TestHTTP10|TestStrayBytes|TestPlanted|TestEarlyAnswerCloses|TestConnectionHeaderCannot|TestInvalidStatus|TestSwitchingProtocols|TestTunnelHalf|TestStalledBody|TestStalledRequestBody|TestAmbiguousRequestFraming|TestEveryConnectionHeader|TestNoInterimResponses|TestPathRulesSee|TestDatabasePlane' ./test
+ROUTER_E2E_RACE=1 go test -count=1 -run 'TestRouting|TestPin|TestAppSteers|TestReplica|TestHealthPath|TestHung|TestEveryReplica|TestPrimaryDown|TestWrites|TestSpillover|TestLeastOut|TestUpgrade|TestForwarding|TestUpstream|TestClientGone|TestSigterm|TestPostgres|TestMetricsMove|TestStatusJSON|TestDatabaseUnreachable|TestIdleConnectionClosedByTheApp|TestEarly|TestClientGoneMidBody|TestSlowUpload|TestMalformedChunked|TestClientLeaves|TestHalfClosed|TestUpstreamSendTimeout|TestClientSendTimeout|TestSmugglingProbes|TestInterim|TestReplayReadErrors|TestTrailersAndBodiless|TestExpectContinue|TestHTTP10|TestStrayBytes|TestPlanted|TestEarlyAnswerCloses|TestConnectionHeaderCannot|TestInvalidStatus|TestSwitchingProtocols|TestTunnelHalf|TestStalledBody|TestStalledRequestBody|TestAmbiguousRequestFraming|TestEveryConnectionHeader|TestNoInterimResponses|TestPathRulesSee|TestDatabasePlane|TestRails' ./test
 
 # Each fuzz target for a few seconds beyond its committed seed corpus. The
 # budgets are execution counts, not durations: Go 1.26's fuzz coordinator can

@@ -25,7 +25,7 @@ MIDDLEWARE = [
 ]
 if os.environ.get("ROUTER_REPLAY_MIDDLEWARE") == "1":
     # First, so that it sees the final response of every layer below it.
-    MIDDLEWARE.insert(0, "notesite.router_replay.RouterReplayMiddleware")
+    MIDDLEWARE.insert(0, "router_replay.RouterReplayMiddleware")
 
 ROOT_URLCONF = "notesite.urls"
 TEMPLATES = [

@@ -1,0 +1,5 @@
+class EchoChannel < ApplicationCable::Channel
+  def echo(data)
+    transmit({ "echo" => data["text"] })
+  end
+end
