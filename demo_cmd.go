@@ -17,7 +17,8 @@ import (
 const demoLag = 2 * time.Second
 
 // runDemo starts the demo apps on loopback and serves the router in front of
-// them. Any variable the user did set still applies.
+// them, with a random cookie secret and admin token. Any variable the user
+// did set still applies, those two included.
 func runDemo(ctx context.Context, environ []string, stdout, stderr io.Writer) int {
 	apps, err := demo.Start(demoLag)
 	if err != nil {
@@ -25,14 +26,15 @@ func runDemo(ctx context.Context, environ []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer apps.Close()
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	environ = append([]string{
+	// The demo's own secret and admin token, random, unless the
+	// environment sets them: every variable the user sets still applies.
+	defaults := []string{
 		"PRIMARY_URL=" + apps.PrimaryURL,
 		"REPLICA_URLS=" + apps.ReplicaURL,
-		"COOKIE_SECRET=" + hex.EncodeToString(secret),
-	}, environ...)
-	cfg, err := config.Load(environ)
+		"COOKIE_SECRET=" + randomHex(32),
+		"ADMIN_TOKEN=" + randomHex(16),
+	}
+	cfg, err := config.Load(append(defaults, environ...))
 	if err != nil {
 		fmt.Fprintf(stderr, "router: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2
@@ -50,8 +52,21 @@ They share a notes store whose follower is %[2]s behind the leader.
   # read without it: served by the read-only app, the note shows up after %[2]s
   curl -s %[1]s/notes
 
-Each request logs a line with upstream= and reason=. Ctrl-C stops.
+The status page, in a browser (the admin token is the password; any user name):
+  http://demo:%[3]s@127.0.0.1:%[4]d/_router/status
+The Prometheus metrics:
+  curl -s -H 'Authorization: Bearer %[3]s' %[1]s/_router/metrics
 
-`, base, demoLag)
+Each request logs a line with upstream= and reason=. Any variable you set
+(PIN_TTL=1s, ADMIN_TOKEN=..., LOG_FORMAT=json) applies. Ctrl-C stops.
+
+`, base, demoLag, cfg.AdminToken, port)
 	})
+}
+
+// randomHex returns n random bytes, hex-encoded.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -21,7 +21,8 @@ import (
 // AdminOptions configures the /_router/ endpoints.
 type AdminOptions struct {
 	// Token guards metrics, status and profiles. If empty, those answer
-	// 404: nothing about the deployment is exposed by default.
+	// 404, saying that ADMIN_TOKEN turns them on: nothing about the
+	// deployment is exposed by default.
 	Token string
 	// Metrics serves the Prometheus exposition. If nil, 404.
 	Metrics http.Handler
@@ -97,7 +98,8 @@ func requireToken(token string, failed *authFailureLog) func(http.Handler) http.
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if token == "" {
-				http.Error(w, "404 Not Found: no such router endpoint", http.StatusNotFound)
+				// The endpoint exists; it is off until a token guards it.
+				http.Error(w, "404 Not Found: "+r.URL.Path+" is turned off; set ADMIN_TOKEN (16 bytes or more, e.g. $(openssl rand -hex 24)) to turn it on", http.StatusNotFound)
 				return
 			}
 			var given string

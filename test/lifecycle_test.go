@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"testing"
@@ -245,5 +246,67 @@ func TestSameHostTwice(t *testing.T) {
 		if m[key] != 1 {
 			t.Errorf("%s = %v, want 1", key, m[key])
 		}
+	}
+}
+
+// TestDemoShowsItsStatusPage: the demo makes its own admin token and
+// prints the status page's URL with it; the page answers and Chromium
+// renders it. ADMIN_TOKEN, when set, is the demo's token.
+func TestDemoShowsItsStatusPage(t *testing.T) {
+	t.Parallel()
+	rt := startRouter(t, nil, "demo")
+	line, ok := rt.waitLog(`^\s*http://demo:[0-9a-f]{32}@127\.0\.0\.1:\d+/_router/status$`, 5*time.Second)
+	if !ok {
+		t.Fatal("the demo did not print the status page's URL with its token")
+	}
+	page := strings.TrimSpace(line)
+	u, err := url.Parse(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _ := u.User.Password()
+	if _, ok := rt.waitLog(`curl -s -H 'Authorization: Bearer `+token+`' http://127\.0\.0\.1:\d+/_router/metrics`, time.Second); !ok {
+		t.Error("the demo did not print a curl line for the metrics with its token")
+	}
+	req, _ := http.NewRequest("GET", "http://"+u.Host+u.Path, nil)
+	req.SetBasicAuth("demo", token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), "router status") {
+		t.Fatalf("the printed status URL: %d %s, want the HTML page", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	m := scrapeWith(t, rt.URL+"/_router/metrics", token)
+	if _, ok := m["router_inflight_requests"]; !ok {
+		t.Error("the metrics did not answer with the demo's token")
+	}
+	dom := string(chromium(t, requireChromium(t), page)("--dump-dom"))
+	if !strings.Contains(dom, "router status") || !strings.Contains(dom, "Reads served by replicas") {
+		t.Errorf("Chromium did not render the demo's status page:\n%.500s", dom)
+	}
+
+	mine := startRouter(t, map[string]string{"ADMIN_TOKEN": adminToken}, "demo")
+	if _, ok := mine.waitLog(`http://demo:`+adminToken+`@127\.0\.0\.1:\d+/_router/status`, 5*time.Second); !ok {
+		t.Error("the demo did not take ADMIN_TOKEN from the environment")
+	}
+}
+
+// TestRouterEndpointsSayWhatTurnsThemOn: without ADMIN_TOKEN, the guarded
+// endpoints say they are turned off and how to turn them on.
+func TestRouterEndpointsSayWhatTurnsThemOn(t *testing.T) {
+	t.Parallel()
+	rt := startRouter(t, baseEnv(newUpstream(t, "primary")))
+	for _, path := range []string{"/_router/status", "/_router/metrics"} {
+		resp, body, _ := do(t, "GET", rt.URL+path, nil, nil)
+		if resp.StatusCode != 404 || !strings.Contains(body, path+" is turned off") || !strings.Contains(body, "set ADMIN_TOKEN") {
+			t.Errorf("%s without ADMIN_TOKEN: %d %q, want 404 saying ADMIN_TOKEN turns it on", path, resp.StatusCode, body)
+		}
+	}
+	resp, body, _ := do(t, "GET", rt.URL+"/_router/nothing", nil, nil)
+	if resp.StatusCode != 404 || !strings.Contains(body, "no such router endpoint") {
+		t.Errorf("/_router/nothing: %d %q, want 404 no such router endpoint", resp.StatusCode, body)
 	}
 }

@@ -22,7 +22,13 @@ const adminToken = "admin-token-0123456789"
 // keyed by the line's name and labels as written.
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
-	resp, body, _ := do(t, "GET", url, nil, http.Header{"Authorization": {"Bearer " + adminToken}})
+	return scrapeWith(t, url, adminToken)
+}
+
+// scrapeWith is scrape with another admin token.
+func scrapeWith(t *testing.T, url, token string) map[string]float64 {
+	t.Helper()
+	resp, body, _ := do(t, "GET", url, nil, http.Header{"Authorization": {"Bearer " + token}})
 	if resp.StatusCode != 200 {
 		t.Fatalf("scrape %s: %d %s", url, resp.StatusCode, body)
 	}
@@ -216,13 +222,7 @@ func TestStatusJSONShowsStoppedUpstream(t *testing.T) {
 // keeps a screenshot, and checks the text a person would read.
 func TestStatusPageInBrowser(t *testing.T) {
 	t.Parallel()
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("ROUTER_REQUIRE_BROWSER") != "" {
-			t.Fatal("chromium is not installed; test/run.sh installs it")
-		}
-		t.Skip("chromium not installed (test/run.sh installs it)")
-	}
+	browser := requireChromium(t)
 	primary, a, b := newUpstream(t, "primary"), newUpstream(t, "a"), newUpstream(t, "b")
 	env := healthEnv(primary, a, b)
 	env["ADMIN_TOKEN"] = adminToken
@@ -236,23 +236,12 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatal("stopped replica never marked down")
 	}
 
-	dir := t.TempDir()
 	page := "http://admin:" + adminToken + "@127.0.0.1:" + rt.Port + "/_router/status"
-	shot := filepath.Join(dir, "status.png")
+	shot := filepath.Join(t.TempDir(), "status.png")
 	if out := os.Getenv("STATUS_SCREENSHOT"); out != "" {
 		shot = out // for refreshing docs/status.png
 	}
-	common := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"}
-	run := func(extra ...string) []byte {
-		args := append(append(append([]string{}, common...), "--user-data-dir="+filepath.Join(dir, "profile")), extra...)
-		cmd := exec.Command(browser, append(args, page)...)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("chromium %v: %v", extra, err)
-		}
-		return out
-	}
+	run := chromium(t, browser, page)
 	run("--window-size=1100,760", "--screenshot="+shot)
 	if info, err := os.Stat(shot); err != nil || info.Size() < 10_000 {
 		t.Fatalf("no screenshot written (%v)", err)
@@ -271,6 +260,38 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if n := strings.Count(dom, "<tr>"); n != 4 {
 		t.Errorf("upstream table has %d rows, want a header and 3 upstreams", n)
 	}
+}
+
+// chromium returns a function that runs headless Chromium on page with
+// extra flags and returns its output, with a fresh profile and the flags
+// a closed network needs.
+func chromium(t *testing.T, browser, page string) func(extra ...string) []byte {
+	t.Helper()
+	profile := filepath.Join(t.TempDir(), "profile")
+	common := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"}
+	return func(extra ...string) []byte {
+		t.Helper()
+		args := append(append(append([]string{}, common...), "--user-data-dir="+profile), extra...)
+		out, err := exec.Command(browser, append(args, page)...).Output()
+		if err != nil {
+			t.Fatalf("chromium %v: %v", extra, err)
+		}
+		return out
+	}
+}
+
+// requireChromium returns the browser, or skips (fails under test/run.sh).
+func requireChromium(t *testing.T) string {
+	t.Helper()
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("ROUTER_REQUIRE_BROWSER") != "" {
+			t.Fatal("chromium is not installed; test/run.sh installs it")
+		}
+		t.Skip("chromium not installed (test/run.sh installs it)")
+	}
+	return browser
 }
 
 func TestStatsSubcommand(t *testing.T) {
