@@ -73,7 +73,7 @@ func NewTransport(timeout, interval time.Duration, insecureSkipVerify bool) *htt
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: timeout}).DialContext,
 		TLSHandshakeTimeout: timeout,
-		TLSClientConfig:     &tls.Config{InsecureSkipVerify: insecureSkipVerify},
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: insecureSkipVerify, ClientSessionCache: tls.NewLRUClientSessionCache(64)},
 		MaxIdleConnsPerHost: 1,
 		IdleConnTimeout:     2 * interval,
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"net"
 	"syscall"
 	"time"
 )
@@ -18,17 +19,34 @@ import (
 // check before every reuse is free.
 //
 // Heads that do not go in one write (the socket's buffer is full) are
-// finished the usual way, as is everything over TLS, where the bytes on
-// the socket are not the request's.
+// finished the usual way. Over TLS, the one record crypto/tls makes of the
+// head is what the socket under it writes so (awaitSocket); crypto/tls's
+// own buffer is looked at before (tlsQuiet).
 
 // errNotQuiet is an idle connection found closed, or holding bytes nobody
 // asked for, as its request was about to be written: nothing was sent, and
 // the request goes on another connection.
 var errNotQuiet = errors.New("idle connection closed by the upstream or out of step")
 
-// canAwaitHead reports whether the connection's socket is the stream
-// itself, which headWait needs.
-func (pc *pconn) canAwaitHead() bool { return pc.rawConn != nil && pc.conn == pc.raw }
+// canAwaitHead reports whether the connection's socket can be reached,
+// which headWait needs.
+func (pc *pconn) canAwaitHead() bool { return pc.rawConn != nil }
+
+// awaitSocket is the socket under a TLS connection to an app: the record
+// crypto/tls writes while the connection awaits a head is written and its
+// answer awaited in one pass (writeAwait), as on plain TCP.
+type awaitSocket struct {
+	net.Conn
+	pc *pconn
+}
+
+func (s *awaitSocket) Write(p []byte) (int, error) {
+	if s.pc != nil && s.pc.awaitHead {
+		s.pc.awaitHead = false
+		return s.pc.writeAwait(p)
+	}
+	return s.Conn.Write(p)
+}
 
 // writeAwait writes head, the whole of a bodiless request, and waits for
 // the first byte of the answer until the connection's read deadline. It
@@ -49,7 +67,10 @@ func (pc *pconn) writeAwait(head []byte) (int, error) {
 	if n < len(head) {
 		// The socket took only part: the rest the usual way, under the
 		// send deadline.
-		m, err := pc.conn.Write(head[n:])
+		if pc.sendTimeout > 0 {
+			pc.raw.SetWriteDeadline(time.Now().Add(pc.sendTimeout))
+		}
+		m, err := pc.raw.Write(head[n:])
 		n += m
 		if err != nil {
 			return n, err

@@ -136,23 +136,26 @@ func (pc *pconn) Read(p []byte) (int, error) {
 // fresh send deadline, so UPSTREAM_SEND_TIMEOUT bounds a stall, not the
 // whole upload.
 func (pc *pconn) Write(p []byte) (int, error) {
-	if pc.awaitHead {
-		pc.awaitHead = false
-		n, err := pc.writeAwait(p)
-		pc.sent += int64(n)
-		if err != nil && pc.writeErr == nil && err != errNotQuiet {
-			pc.writeErr = err
+	var n int
+	var err error
+	switch {
+	case pc.awaitHead && pc.conn == pc.raw:
+		n, err = pc.writeAwait(p)
+	default:
+		// The first write of a request is its head, which fits in any
+		// socket's send buffer: only the body's writes can stall, and
+		// only they pay for moving the deadline. Over TLS, a head to
+		// await is written by the socket under crypto/tls (awaitSocket).
+		if pc.sendTimeout > 0 && (pc.sent > 0 || len(p) > minSendBuffer) {
+			pc.conn.SetWriteDeadline(time.Now().Add(pc.sendTimeout))
 		}
-		return n, err
+		n, err = pc.conn.Write(p)
 	}
-	// The first write of a request is its head, which fits in any socket's
-	// send buffer: only the body's writes can stall, and only they pay for
-	// moving the deadline.
-	if pc.sendTimeout > 0 && (pc.sent > 0 || len(p) > minSendBuffer) {
-		pc.conn.SetWriteDeadline(time.Now().Add(pc.sendTimeout))
-	}
-	n, err := pc.conn.Write(p)
+	pc.awaitHead = false
 	pc.sent += int64(n)
+	if errors.Is(err, errNotQuiet) {
+		return n, errNotQuiet
+	}
 	if err != nil && pc.writeErr == nil {
 		pc.writeErr = err
 	}
@@ -187,6 +190,7 @@ func (t *transport) roundTrip(ex *exchange, b *backend) (*pconn, *failure) {
 		case f != nil && f.err == errNotQuiet:
 			// A pooled connection the app had closed, or written on: the
 			// next one.
+			t.dropStale(pc)
 			continue
 		case f != nil && f.class == health.StaleConn && !fresh:
 			// Nothing reached the app: say so, and send on a new connection.
@@ -220,8 +224,8 @@ func (t *transport) send(ex *exchange, b *backend, pc *pconn, reused, bodyless b
 	// can go on a new connection.
 	werr := pc.bw.Flush()
 	pc.awaitHead = false
-	if werr == errNotQuiet {
-		return fail(health.StaleConn, werr)
+	if errors.Is(werr, errNotQuiet) {
+		return fail(health.StaleConn, errNotQuiet)
 	}
 	if werr == nil {
 		if bodyErr := ex.writeBody(pc.bw, pc); bodyErr != nil {
@@ -477,16 +481,24 @@ func (e *clientBodyError) malformed() bool {
 // reused, however recently it was used: bytes an app sent after its answer
 // (a second response, a body to a HEAD) would otherwise be read as the next
 // request's answer, and handed to another client. For a bodyless request
-// on plain TCP the look is part of writing it (writeAwait).
+// the look at the socket is part of writing it (writeAwait).
 func (t *transport) conn(key *connKey, fresh, bodyless bool) (*pconn, bool, error) {
 	for !fresh {
 		pc := t.popIdle(key)
 		if pc == nil {
 			break
 		}
-		// A bodiless request on plain TCP looks at the connection as it is
-		// written (writeAwait); any other, here.
+		// A bodiless request looks at the socket as it is written
+		// (writeAwait); any other, here. Over TLS, crypto/tls's own
+		// buffer is looked at first, which takes no system call.
 		looked := bodyless && pc.canAwaitHead() && pc.br.Buffered() == 0
+		if tc, ok := pc.conn.(*tls.Conn); ok && looked {
+			looked = tlsQuiet(tc, pc)
+			if !looked {
+				t.dropStale(pc)
+				continue
+			}
+		}
 		if time.Since(pc.idleSince) < t.idleTimeout && (looked || pc.alive()) {
 			if t.afterPeek != nil {
 				if looked {
@@ -497,10 +509,43 @@ func (t *transport) conn(key *connKey, fresh, bodyless bool) (*pconn, bool, erro
 			}
 			return pc, true, nil
 		}
-		pc.conn.Close()
+		t.dropStale(pc)
 	}
 	pc, err := t.dial(key)
 	return pc, false, err
+}
+
+// dropStale closes an idle connection the app has closed (or written on
+// unasked), and every connection of its pool idle at least as long. Apps
+// close idle connections by age, so after a quiet spell the whole pool is
+// closed; found one by one, a request would look at each in turn (64
+// after a burst) before dialing. The others are closed off the request's
+// path, and without TLS's close_notify: the app is gone from them.
+func (t *transport) dropStale(pc *pconn) {
+	pc.raw.Close()
+	t.mu.Lock()
+	var stale []*pconn
+	list := t.idle[pc.key]
+	kept := list[:0]
+	for _, c := range list {
+		if c.idleSince.After(pc.idleSince) {
+			kept = append(kept, c)
+		} else {
+			stale = append(stale, c)
+		}
+	}
+	clear(list[len(kept):])
+	if t.idle != nil {
+		t.idle[pc.key] = kept
+	}
+	t.mu.Unlock()
+	if len(stale) > 0 {
+		go func() {
+			for _, c := range stale {
+				c.raw.Close()
+			}
+		}()
+	}
 }
 
 func (t *transport) popIdle(key *connKey) *pconn {
@@ -558,13 +603,15 @@ func (t *transport) dial(key *connKey) (*pconn, error) {
 		return nil, err
 	}
 	conn := raw
+	var sock *awaitSocket
 	if key.scheme == "https" {
 		cfg := t.tlsConfig.Clone()
 		if cfg.ServerName == "" {
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)
 		}
 		cfg.NextProtos = []string{"http/1.1"}
-		tc := tls.Client(raw, cfg)
+		sock = &awaitSocket{Conn: raw}
+		tc := tls.Client(sock, cfg)
 		hctx, cancel := context.WithTimeout(context.Background(), t.tlsHandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
@@ -576,6 +623,9 @@ func (t *transport) dial(key *connKey) (*pconn, error) {
 	}
 	pc := newPconn(key, conn, raw)
 	pc.sendTimeout = t.sendTimeout
+	if sock != nil {
+		sock.pc = pc
+	}
 	return pc, nil
 }
 

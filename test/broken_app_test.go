@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -568,5 +569,50 @@ func TestStalledBodyEndsWhenTheClientLeaves(t *testing.T) {
 	case <-appClosed:
 	case <-time.After(15 * time.Second):
 		t.Fatal("a tunnel whose client stopped reading was not cut")
+	}
+}
+
+// TestTLSSessionsResume: every new connection to an HTTPS app after the
+// first resumes its TLS session (an abbreviated handshake), as a restarted
+// app or an idle pool makes routine.
+func TestTLSSessionsResume(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var full, resumed int
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.UserAgent() != health.UserAgent {
+			mu.Lock()
+			if r.TLS.DidResume {
+				resumed++
+			} else {
+				full++
+			}
+			mu.Unlock()
+		}
+		// Every answer closes its connection: the next request needs a
+		// new one, as after an app restart.
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, "ok")
+	}), TLSConfig: selfSigned(t), ErrorLog: log.New(io.Discard, "", 0)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	rt := startRouter(t, map[string]string{"PRIMARY_URL": "https://" + ln.Addr().String(), "COOKIE_SECRET": secret,
+		"HEALTH_CHECK_INTERVAL": "1h", "UPSTREAM_TLS_INSECURE_SKIP_VERIFY": "true"})
+	for i := range 6 {
+		if i == 3 {
+			time.Sleep(time.Second) // a quiet moment changes nothing
+		}
+		if resp, body, _ := do(t, "GET", rt.URL+"/items", nil, nil); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if full != 1 || resumed != 5 {
+		t.Errorf("the app saw %d full handshakes and %d resumed, want 1 and 5", full, resumed)
 	}
 }

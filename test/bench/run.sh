@@ -7,6 +7,8 @@
 #
 #   bash test/bench/run.sh                 # about 4 minutes
 #   ROUNDS=5 DURATION=4 CONNS="64 256" RATE=2000 bash test/bench/run.sh
+#   UPSTREAM_TLS=1 bash test/bench/run.sh  # the app over HTTPS, as Heroku apps are reached
+#                                          # (self-signed; every proxy skips verification)
 #
 # Layout on 2+ cores: wrk on CPU 1; router, proxies and upstream on CPU 0.
 # The router runs with every feature on: request logs (to a file), metrics,
@@ -17,6 +19,13 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-4}
 CONNS=${CONNS:-"64 256"}
 RATE=${RATE:-2000}
+UPSTREAM_TLS=${UPSTREAM_TLS:-0}
+scheme=http upstream_tls=() bare_tls=() haproxy_tls="" nginx_scheme=http nginx_tls=""
+if [ "$UPSTREAM_TLS" = 1 ]; then
+	scheme=https upstream_tls=(-tls) bare_tls=(-tls) haproxy_tls=" ssl verify none" nginx_scheme=https
+	nginx_tls="proxy_ssl_verify off; proxy_ssl_session_reuse on;"
+	export UPSTREAM_TLS_INSECURE_SKIP_VERIFY=true
+fi
 work=$(mktemp -d /tmp/router-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -44,9 +53,15 @@ go build -o "$work/bareproxy" ./test/bench/bareproxy
 declare -A port=([direct]=18180 [router]=18181 [haproxy]=18182 [nginx]=18183 [bare]=18184)
 app=127.0.0.1:${port[direct]}
 
+# url_of target: what wrk asks; the upstream itself is HTTPS under
+# UPSTREAM_TLS=1, every proxy is plain HTTP.
+url_of() {
+	if [ "$1" = direct ]; then echo "$scheme://127.0.0.1:${port[direct]}/"; else echo "http://127.0.0.1:${port[$1]}/"; fi
+}
+
 start() { # name cmd...: runs the target on CPU 0 and waits for port[name]
 	local name=$1 p=${port[$1]}; shift
-	if curl -s -o /dev/null "http://127.0.0.1:$p/"; then
+	if curl -sk -o /dev/null "$(url_of "$name")"; then
 		# Something else would answer for $name, and be measured.
 		echo "bench: port $p (for $name) is taken: $(ss -Hltnp "sport = :$p" | grep -o 'users:.*')" >&2
 		exit 1
@@ -55,7 +70,7 @@ start() { # name cmd...: runs the target on CPU 0 and waits for port[name]
 	pids+=($!)
 	eval "pid_$name=$!"
 	for _ in $(seq 100); do
-		curl -fs -o /dev/null "http://127.0.0.1:$p/" && return 0
+		curl -fsk -o /dev/null "$(url_of "$name")" && return 0
 		sleep 0.1
 	done
 	echo "bench: $name did not come up on port $p" >&2
@@ -63,13 +78,13 @@ start() { # name cmd...: runs the target on CPU 0 and waits for port[name]
 	exit 1
 }
 
-start direct "$work/upstream" -addr "$app"
+start direct "$work/upstream" -addr "$app" "${upstream_tls[@]}"
 targets=(direct router bare)
-PORT=${port[router]} PRIMARY_URL=http://$app REPLICA_URLS=http://$app \
+PORT=${port[router]} PRIMARY_URL=$scheme://$app REPLICA_URLS=$scheme://$app \
 	COOKIE_SECRET=bench-secret-0123456789abcdef0123456789 ADMIN_TOKEN=bench-token-0123456789 \
 	start router "$work/router"
 # The same data plane with nothing on top: what the router's features cost.
-start bare "$work/bareproxy" -addr "127.0.0.1:${port[bare]}" -upstream "$app"
+start bare "$work/bareproxy" -addr "127.0.0.1:${port[bare]}" -upstream "$app" "${bare_tls[@]}"
 
 if command -v haproxy >/dev/null; then
 	cat >"$work/haproxy.cfg" <<CFG
@@ -86,7 +101,7 @@ frontend f
   bind 127.0.0.1:${port[haproxy]}
   default_backend b
 backend b
-  server u $app
+  server u $app$haproxy_tls
 CFG
 	start haproxy haproxy -db -f "$work/haproxy.cfg"
 	targets+=(haproxy)
@@ -104,7 +119,7 @@ http {
   upstream u { server $app; keepalive 1024; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:${port[nginx]};
-    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { proxy_pass $nginx_scheme://u; proxy_http_version 1.1; proxy_set_header Connection ""; $nginx_tls }
   }
 }
 CFG
@@ -125,7 +140,7 @@ ticks() {
 wrk_run() {
 	local t=$1 c=$2 d=$3 pid_var="pid_$1" before after out
 	before=$(ticks "${!pid_var}")
-	out=$($wrk_cpu wrk -t1 -c"$c" -d"${d}s" --latency "http://127.0.0.1:${port[$t]}/")
+	out=$($wrk_cpu wrk -t1 -c"$c" -d"${d}s" --latency "$(url_of "$t")")
 	after=$(ticks "${!pid_var}")
 	echo "$out" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
 		function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
@@ -135,7 +150,7 @@ wrk_run() {
 		END { printf "%.0f %.3f %.3f %.1f\n", rps, p50, p99, ticks / hz * 1e6 / n }'
 }
 
-echo "bench: targets ${targets[*]}; conns $CONNS; $ROUNDS rounds of ${DURATION}s; $(nproc) CPUs"
+echo "bench: targets ${targets[*]}; the app over $scheme; conns $CONNS; $ROUNDS rounds of ${DURATION}s; $(nproc) CPUs"
 declare -A results
 for c in $CONNS; do
 	for t in "${targets[@]}"; do wrk_run "$t" "$c" 2 >/dev/null; done # warm pools
@@ -174,5 +189,5 @@ echo
 echo "fixed rate, $RATE req/s for 10 s (latency from each request's due time):"
 for t in direct router direct router; do
 	printf '%-8s ' "$t"
-	$wrk_cpu "$work/fixedrate" -url "http://127.0.0.1:${port[$t]}/" -rate "$RATE" -duration 10s
+	$wrk_cpu "$work/fixedrate" -url "$(url_of "$t")" -rate "$RATE" -duration 10s
 done
