@@ -5,6 +5,7 @@
 //
 //	router          serve, configured by the environment (see README.md)
 //	router demo     serve in front of a built-in demo app; no configuration
+//	router stats    summarize routing log lines read on stdin
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -25,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/splitapp/router/admin"
 	"github.com/splitapp/router/config"
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/health"
@@ -165,62 +168,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		logger.Error("cannot use the database URLs", "err", err)
 		return 1
 	}
-	var currentLSN func(context.Context, bool) (uint64, error)
-	var databases func() []replication.State
-	if tracker != nil {
-		currentLSN, databases = tracker.PrimaryPosition, tracker.States
-	}
-	registry := prometheus.NewRegistry()
-	window := stats.NewWindow(5*time.Minute, nil)
-	var rt *router.Router
-	m := metrics.New(registry, metrics.Options{
-		Upstreams: ups.all,
-		Inflight:  func() int64 { return rt.Inflight() },
-		Databases: databases,
-	})
-	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
-	rt = router.New(router.Options{
-		Primary:               ups.primary,
-		Replicas:              ups.replicas,
-		Pinner:                pinner,
-		PinTTL:                cfg.PinTTL,
-		Rules:                 router.Rules{PrimaryPaths: cfg.PrimaryPaths, ReadPaths: cfg.ReadPaths},
-		UpstreamTimeout:       cfg.UpstreamTimeout,
-		UpstreamSendTimeout:   cfg.UpstreamSendTimeout,
-		ClientSendTimeout:     cfg.ClientSendTimeout,
-		ClientBodyTimeout:     cfg.ClientBodyTimeout,
-		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
-		ConnectTimeout:        cfg.ConnectTimeout,
-		PreserveHost:          cfg.PreserveHost,
-		AccessLog:             stdout,
-		JSONLogs:              cfg.LogFormat == "json",
-		Logger:                logger,
-		OnEvent:               ups.logEvent,
-		Balance:               cfg.Balance,
-		PrimaryReadPercent:    100 - cfg.ReadShare,
-		PrimaryReadLimit:      cfg.PrimaryReadLimit,
-		LSN:                   currentLSN,
-		OnPinnedWait:          wakeFor(tracker),
-		LSNPinTTL:             cfg.LSNPinTTL,
-		ReplayReadErrors:      cfg.ReplayReadErrors,
-		ReplayLearnTTL:        cfg.ReplayLearnTTL,
-		OnPanic:               m.Panicked,
-		OnRequest: func(s stats.Sample) {
-			m.Observe(s)
-			window.Add(s)
-		},
-		Admin: router.NewAdmin(router.AdminOptions{
-			Token:         cfg.AdminToken,
-			Metrics:       metricsHandler,
-			Upstreams:     ups.all,
-			Window:        window,
-			Started:       time.Now(),
-			Logger:        logger,
-			OnAuthFailure: m.AdminAuthFailed,
-			Learned:       func() []router.LearnedRoute { return rt.LearnedRoutes() },
-			Databases:     databases,
-		}),
-	})
+	rt, m, metricsHandler := newRouter(cfg, parts{out: stdout, logger: logger, pinner: pinner, ups: ups, tracker: tracker})
 	defer rt.Close()
 
 	checker := health.NewChecker(health.CheckerOptions{
@@ -251,4 +199,76 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, onListening
 		onListening(port, stdout)
 	}
 	return serveUntil(ctx, srv, ln, cfg.ShutdownTimeout, logger)
+}
+
+// parts are what the router is built from besides its configuration.
+type parts struct {
+	out     io.Writer // the access log
+	logger  *slog.Logger
+	pinner  *cookie.Pinner
+	ups     *upstreams
+	tracker *replication.Tracker // nil without the database URLs
+}
+
+// newRouter builds the router with its metrics, its status pages and, when
+// the database URLs are set, its replication tracker; it returns the
+// metrics too, and their handler, for the health checker and METRICS_ADDR.
+func newRouter(cfg config.Config, p parts) (*router.Router, *metrics.Metrics, http.Handler) {
+	var currentLSN func(context.Context, bool) (uint64, error)
+	var databases func() []replication.State
+	if p.tracker != nil {
+		currentLSN, databases = p.tracker.PrimaryPosition, p.tracker.States
+	}
+	registry := prometheus.NewRegistry()
+	window := stats.NewWindow(5*time.Minute, nil)
+	var rt *router.Router
+	m := metrics.New(registry, metrics.Options{
+		Upstreams: p.ups.all,
+		Inflight:  func() int64 { return rt.Inflight() },
+		Databases: databases,
+	})
+	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
+	rt = router.New(router.Options{
+		Primary:               p.ups.primary,
+		Replicas:              p.ups.replicas,
+		Pinner:                p.pinner,
+		PinTTL:                cfg.PinTTL,
+		Rules:                 router.Rules{PrimaryPaths: cfg.PrimaryPaths, ReadPaths: cfg.ReadPaths},
+		UpstreamTimeout:       cfg.UpstreamTimeout,
+		UpstreamSendTimeout:   cfg.UpstreamSendTimeout,
+		ClientSendTimeout:     cfg.ClientSendTimeout,
+		ClientBodyTimeout:     cfg.ClientBodyTimeout,
+		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
+		ConnectTimeout:        cfg.ConnectTimeout,
+		PreserveHost:          cfg.PreserveHost,
+		AccessLog:             p.out,
+		JSONLogs:              cfg.LogFormat == "json",
+		Logger:                p.logger,
+		OnEvent:               p.ups.logEvent,
+		Balance:               cfg.Balance,
+		PrimaryReadPercent:    100 - cfg.ReadShare,
+		PrimaryReadLimit:      cfg.PrimaryReadLimit,
+		LSN:                   currentLSN,
+		OnPinnedWait:          wakeFor(p.tracker),
+		LSNPinTTL:             cfg.LSNPinTTL,
+		ReplayReadErrors:      cfg.ReplayReadErrors,
+		ReplayLearnTTL:        cfg.ReplayLearnTTL,
+		OnPanic:               m.Panicked,
+		OnRequest: func(s stats.Sample) {
+			m.Observe(s)
+			window.Add(s)
+		},
+		Admin: admin.New(admin.Options{
+			Token:         cfg.AdminToken,
+			Metrics:       metricsHandler,
+			Upstreams:     p.ups.all,
+			Window:        window,
+			Started:       time.Now(),
+			Logger:        p.logger,
+			OnAuthFailure: m.AdminAuthFailed,
+			Learned:       func() []stats.LearnedRoute { return rt.LearnedRoutes() },
+			Databases:     databases,
+		}),
+	})
+	return rt, m, metricsHandler
 }

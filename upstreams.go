@@ -48,9 +48,8 @@ func newUpstreams(cfg config.Config, logger *slog.Logger) *upstreams {
 // logEvent logs a change of an upstream's state: warnings when it leaves
 // rotation, information when it comes back.
 func (u *upstreams) logEvent(ev health.Event) {
-	level, msg := slog.LevelWarn, "upstream "+ev.Kind
-	switch ev.Kind {
-	case "up", "caught up", "replication known":
+	level, msg := slog.LevelWarn, "upstream "+string(ev.Kind)
+	if ev.Kind.Back() {
 		level = slog.LevelInfo
 	}
 	attrs := []any{"backend", ev.Upstream.Name, "role", ev.Upstream.Role.String(), "cause", ev.Cause}

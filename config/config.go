@@ -185,44 +185,55 @@ func example(name string) string {
 // validate checks the values env could parse and fills the parsed fields.
 // Fields env rejected keep their zero value and are not reported twice.
 func (c *Config) validate(vars map[string]string) []string {
-	var problems []string
-	bad := func(name, problem string) {
-		problems = append(problems, name+problem+"; e.g. "+example(name))
-	}
+	var p problems
+	c.validateApps(&p)
+	c.validateLimits(&p)
+	c.validateDatabases(&p, vars)
+	c.validateOperations(&p)
+	return p
+}
 
+// problems collects what is wrong, one line a problem, each naming the
+// variable and showing a valid value.
+type problems []string
+
+func (p *problems) bad(name, problem string) {
+	*p = append(*p, name+problem+"; e.g. "+example(name))
+}
+
+// validateApps checks where requests go and the pin's keys.
+func (c *Config) validateApps(p *problems) {
 	if c.Port < 0 || c.Port > 65535 {
-		bad("PORT", fmt.Sprintf("=%d is out of range 0-65535", c.Port))
+		p.bad("PORT", fmt.Sprintf("=%d is out of range 0-65535", c.Port))
 	}
-
 	if c.PrimaryURLRaw == "" {
-		bad("PRIMARY_URL", " is required: the base URL of the primary app")
+		p.bad("PRIMARY_URL", " is required: the base URL of the primary app")
 	} else if u, err := ParseUpstreamURL(c.PrimaryURLRaw); err != nil {
-		bad("PRIMARY_URL", " "+err.Error())
+		p.bad("PRIMARY_URL", " "+err.Error())
 	} else {
 		c.PrimaryURL = u
 	}
-
 	replicas, err := ParseReplicas(c.ReplicaURLsRaw)
 	if err != nil {
-		bad("REPLICA_URLS", " "+err.Error())
+		p.bad("REPLICA_URLS", " "+err.Error())
 	}
 	c.Replicas = replicas
-
 	if c.CookieSecretRaw == "" {
-		bad("COOKIE_SECRET", fmt.Sprintf(" is required: a random key of at least %d bytes that signs pin cookies", MinSecretLen))
+		p.bad("COOKIE_SECRET", fmt.Sprintf(" is required: a random key of at least %d bytes that signs pin cookies", MinSecretLen))
+		return
 	}
 	for i, key := range strings.Split(c.CookieSecretRaw, ",") {
-		if c.CookieSecretRaw == "" {
-			break
-		}
 		key = strings.TrimSpace(key)
 		if len(key) < MinSecretLen {
-			bad("COOKIE_SECRET", fmt.Sprintf(" key %d is %d bytes; every comma-separated key needs at least %d", i+1, len(key), MinSecretLen))
+			p.bad("COOKIE_SECRET", fmt.Sprintf(" key %d is %d bytes; every comma-separated key needs at least %d", i+1, len(key), MinSecretLen))
 			continue
 		}
 		c.CookieKeys = append(c.CookieKeys, []byte(key))
 	}
+}
 
+// validateLimits checks the timeouts, thresholds and the balancing.
+func (c *Config) validateLimits(p *problems) {
 	durations := []struct {
 		name string
 		d    time.Duration
@@ -243,12 +254,11 @@ func (c *Config) validate(vars map[string]string) []string {
 	}
 	for _, d := range durations {
 		if d.d <= 0 {
-			bad(d.name, fmt.Sprintf("=%s must be greater than zero", d.d))
+			p.bad(d.name, fmt.Sprintf("=%s must be greater than zero", d.d))
 		} else if d.max > 0 && d.d > d.max {
-			bad(d.name, fmt.Sprintf("=%s is longer than the %s maximum", d.d, d.max))
+			p.bad(d.name, fmt.Sprintf("=%s is longer than the %s maximum", d.d, d.max))
 		}
 	}
-
 	ints := []struct {
 		name     string
 		n        int
@@ -264,44 +274,44 @@ func (c *Config) validate(vars map[string]string) []string {
 	}
 	for _, i := range ints {
 		if i.n < i.min || i.n > i.max {
-			bad(i.name, fmt.Sprintf("=%d is out of range %d-%d", i.n, i.min, i.max))
+			p.bad(i.name, fmt.Sprintf("=%d is out of range %d-%d", i.n, i.min, i.max))
 		}
 	}
 	if !strings.HasPrefix(c.HealthCheckPath, "/") {
-		bad("HEALTH_CHECK_PATH", fmt.Sprintf("=%q must be a path starting with \"/\"", c.HealthCheckPath))
+		p.bad("HEALTH_CHECK_PATH", fmt.Sprintf("=%q must be a path starting with \"/\"", c.HealthCheckPath))
 	}
 	if c.Balance != "round_robin" && c.Balance != "least_outstanding" {
-		bad("BALANCE", fmt.Sprintf("=%q is neither round_robin nor least_outstanding", c.Balance))
+		p.bad("BALANCE", fmt.Sprintf("=%q is neither round_robin nor least_outstanding", c.Balance))
 	}
+}
 
-	problems = append(problems, c.validateDatabases(vars)...)
-
+// validateOperations checks the path rules, the cookie's name and what
+// operators read: the admin token, metrics and logs.
+func (c *Config) validateOperations(p *problems) {
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
-		bad("ADMIN_TOKEN", fmt.Sprintf(" is %d bytes; use at least 16 random bytes", len(c.AdminToken)))
+		p.bad("ADMIN_TOKEN", fmt.Sprintf(" is %d bytes; use at least 16 random bytes", len(c.AdminToken)))
 	}
 	if c.MetricsAddr != "" {
 		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
-			bad("METRICS_ADDR", fmt.Sprintf("=%q is not host:port", c.MetricsAddr))
+			p.bad("METRICS_ADDR", fmt.Sprintf("=%q is not host:port", c.MetricsAddr))
 		}
 	}
 	if c.LogFormat != "logfmt" && c.LogFormat != "json" {
-		bad("LOG_FORMAT", fmt.Sprintf("=%q is neither logfmt nor json", c.LogFormat))
+		p.bad("LOG_FORMAT", fmt.Sprintf("=%q is neither logfmt nor json", c.LogFormat))
 	}
 	if err := new(slog.Level).UnmarshalText([]byte(c.LogLevel)); err != nil {
-		bad("LOG_LEVEL", fmt.Sprintf("=%q is not one of debug, info, warn, error", c.LogLevel))
+		p.bad("LOG_LEVEL", fmt.Sprintf("=%q is not one of debug, info, warn, error", c.LogLevel))
 	}
-
 	if !validCookieName(c.CookieName) {
-		bad("COOKIE_NAME", fmt.Sprintf("=%q is not a valid cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.CookieName))
+		p.bad("COOKIE_NAME", fmt.Sprintf("=%q is not a valid cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.CookieName))
 	}
-
+	var err error
 	if c.PrimaryPaths, err = pathrule.Parse(c.PrimaryPathsRaw); err != nil {
-		bad("PRIMARY_PATHS", " "+err.Error())
+		p.bad("PRIMARY_PATHS", " "+err.Error())
 	}
 	if c.ReadPaths, err = pathrule.Parse(c.ReadPathsRaw); err != nil {
-		bad("READ_PATHS", " "+err.Error())
+		p.bad("READ_PATHS", " "+err.Error())
 	}
-	return problems
 }
 
 // ParseUpstreamURL accepts an absolute http or https URL with a host and no
@@ -364,11 +374,8 @@ func validCookieName(name string) bool {
 // variable holding one (as Heroku keeps an attached database's current URL
 // in HEROKU_POSTGRESQL_<COLOR>_URL, or in FOLLOWER_DATABASE_URL when
 // attached --as FOLLOWER_DATABASE), resolved here, once.
-func (c *Config) validateDatabases(vars map[string]string) []string {
-	var problems []string
-	bad := func(name, problem string) {
-		problems = append(problems, name+problem+"; e.g. "+example(name))
-	}
+func (c *Config) validateDatabases(p *problems, vars map[string]string) {
+	bad := p.bad
 	// resolve returns the URL an entry stands for and the variable that
 	// holds it.
 	resolve := func(name, entry string) (url, from string, ok bool) {
@@ -433,7 +440,6 @@ func (c *Config) validateDatabases(vars map[string]string) []string {
 	if c.ReplayLearnTTL < 0 || c.ReplayLearnTTL > 24*time.Hour {
 		bad("REPLAY_LEARN_TTL", fmt.Sprintf("=%s is out of range 0s-24h (0 turns learning off), e.g. 10m", c.ReplayLearnTTL))
 	}
-	return problems
 }
 
 // isVariableName reports whether s looks like an environment variable's

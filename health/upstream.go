@@ -161,9 +161,7 @@ func (u *Upstream) Available() bool {
 // Event is a change of an upstream's state, for logs and metrics.
 type Event struct {
 	Upstream *Upstream
-	// Kind is "down" (checks took it out), "up" (checks, or a check after
-	// an ejection, brought it back) or "ejected".
-	Kind string
+	Kind     EventKind
 	// For is how long an ejection lasts.
 	For time.Duration
 	// Cause is the failure behind the change.
@@ -172,6 +170,25 @@ type Event struct {
 	// got, and the path it asked for, when it got an answer.
 	CheckStatus int
 	CheckPath   string
+}
+
+// EventKind names a change of an upstream's state.
+type EventKind string
+
+const (
+	EventDown               EventKind = "down"                // checks took it out
+	EventUp                 EventKind = "up"                  // checks, or a check during an ejection, brought it back
+	EventEjected            EventKind = "ejected"             // failed requests took a replica out for a while
+	EventLagging            EventKind = "lagging"             // its follower is further behind than MaxLag
+	EventCaughtUp           EventKind = "caught up"           // its follower is back within MaxLag
+	EventReplicationUnknown EventKind = "replication unknown" // its follower cannot be polled
+	EventReplicationKnown   EventKind = "replication known"   // its follower answers again
+)
+
+// Back reports whether the change brings the upstream back, or its
+// follower's state: the news is good.
+func (k EventKind) Back() bool {
+	return k == EventUp || k == EventCaughtUp || k == EventReplicationKnown
 }
 
 // RecordCheck applies an active check's result and returns the state change
@@ -184,7 +201,7 @@ func (u *Upstream) RecordCheck(passed bool, latency time.Duration, cause string)
 		u.setLastError(cause)
 		u.passes.Store(0)
 		if int(u.fails.Add(1)) >= u.policy.Fall && u.checkedDown.CompareAndSwap(false, true) {
-			return Event{Upstream: u, Kind: "down", Cause: cause}, true
+			return Event{Upstream: u, Kind: EventDown, Cause: cause}, true
 		}
 		return Event{}, false
 	}
@@ -194,14 +211,14 @@ func (u *Upstream) RecordCheck(passed bool, latency time.Duration, cause string)
 		if passes >= u.policy.Rise && u.checkedDown.CompareAndSwap(true, false) {
 			u.ejectedUntil.Store(0)
 			u.ejectStreak.Store(0)
-			return Event{Upstream: u, Kind: "up", Cause: "health checks pass"}, true
+			return Event{Upstream: u, Kind: EventUp, Cause: "health checks pass"}, true
 		}
 		return Event{}, false
 	}
 	if until := u.ejectedUntil.Load(); until != 0 && u.ejectedUntil.CompareAndSwap(until, 0) {
 		u.ejectStreak.Store(0)
 		if u.policy.Now().UnixNano() < until {
-			return Event{Upstream: u, Kind: "up", Cause: "health check passed during ejection"}, true
+			return Event{Upstream: u, Kind: EventUp, Cause: "health check passed during ejection"}, true
 		}
 	}
 	return Event{}, false
@@ -248,7 +265,7 @@ func (u *Upstream) eject(cause string, capped bool) (Event, bool) {
 		u.ejections.Add(1)
 		u.errors5xx.Store(0)
 		u.gatewayFailures.Store(0)
-		return Event{Upstream: u, Kind: "ejected", For: d, Cause: cause}, true
+		return Event{Upstream: u, Kind: EventEjected, For: d, Cause: cause}, true
 	}
 }
 
@@ -266,7 +283,7 @@ func (u *Upstream) RecordReplication(replayed uint64, lag time.Duration, lagKnow
 		u.lagNanos.Store(lagUnknown)
 		u.setLastError("replication poll: " + err.Error())
 		if u.pollError.CompareAndSwap(false, true) {
-			return Event{Upstream: u, Kind: "replication unknown", Cause: err.Error()}, true
+			return Event{Upstream: u, Kind: EventReplicationUnknown, Cause: err.Error()}, true
 		}
 		return Event{}, false
 	}
@@ -278,7 +295,7 @@ func (u *Upstream) RecordReplication(replayed uint64, lag time.Duration, lagKnow
 		// zero, and the rotation is left as it was.
 		u.lagNanos.Store(lagUnknown)
 		if polledAgain {
-			return Event{Upstream: u, Kind: "replication known", Cause: "follower answers again"}, true
+			return Event{Upstream: u, Kind: EventReplicationKnown, Cause: "follower answers again"}, true
 		}
 		return Event{}, false
 	}
@@ -286,14 +303,14 @@ func (u *Upstream) RecordReplication(replayed uint64, lag time.Duration, lagKnow
 	u.lagBytes.Store(lagBytes)
 	if max := u.policy.MaxLag; max > 0 {
 		if lag > max && u.lagged.CompareAndSwap(false, true) {
-			return Event{Upstream: u, Kind: "lagging", Cause: "replication lag " + lag.Round(time.Millisecond).String() + " over MAX_REPLICA_LAG"}, true
+			return Event{Upstream: u, Kind: EventLagging, Cause: "replication lag " + lag.Round(time.Millisecond).String() + " over MAX_REPLICA_LAG"}, true
 		}
 		if lag <= max && u.lagged.CompareAndSwap(true, false) {
-			return Event{Upstream: u, Kind: "caught up", Cause: "replication lag " + lag.Round(time.Millisecond).String()}, true
+			return Event{Upstream: u, Kind: EventCaughtUp, Cause: "replication lag " + lag.Round(time.Millisecond).String()}, true
 		}
 	}
 	if polledAgain {
-		return Event{Upstream: u, Kind: "replication known", Cause: "follower answers again"}, true
+		return Event{Upstream: u, Kind: EventReplicationKnown, Cause: "follower answers again"}, true
 	}
 	return Event{}, false
 }

@@ -61,7 +61,7 @@ func TestFallAndRise(t *testing.T) {
 		ev, changed := u.RecordCheck(s.passed, time.Millisecond, "status 503")
 		gotEvent := ""
 		if changed {
-			gotEvent = ev.Kind
+			gotEvent = string(ev.Kind)
 		}
 		if gotEvent != s.wantEvent || u.Available() != s.wantAvail {
 			t.Fatalf("step %d (passed=%v): event %q available %v, want %q %v", i, s.passed, gotEvent, u.Available(), s.wantEvent, s.wantAvail)
@@ -194,7 +194,7 @@ func TestLagEjection(t *testing.T) {
 		ev, changed := u.RecordReplication(uint64(100+i), s.lag, true, 0, s.err)
 		got := ""
 		if changed {
-			got = ev.Kind
+			got = string(ev.Kind)
 		}
 		if got != s.wantEvent || u.Available() != s.wantAvail {
 			t.Fatalf("step %d: event %q available %v, want %q %v", i, got, u.Available(), s.wantEvent, s.wantAvail)

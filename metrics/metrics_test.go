@@ -75,3 +75,17 @@ func BenchmarkObserve(b *testing.B) {
 		m.Observe(s)
 	}
 }
+
+// TestVocabularyAgrees: the roles health names are the upstream= words the
+// log and the metrics use, and every reason has its own label.
+func TestVocabularyAgrees(t *testing.T) {
+	t.Parallel()
+	if health.Primary.String() != stats.UpstreamPrimary || health.Replica.String() != stats.UpstreamReplica {
+		t.Errorf("health's roles %q and %q are not the log's %q and %q", health.Primary, health.Replica, stats.UpstreamPrimary, stats.UpstreamReplica)
+	}
+	for _, r := range stats.Reasons {
+		if i := index(reasonNames[:], string(r)); reasonNames[i] != string(r) {
+			t.Errorf("reason %q has no label of its own", r)
+		}
+	}
+}

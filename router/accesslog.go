@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/stats"
 )
 
 // accessLog writes one line per request, shaped like Heroku's router lines
@@ -60,7 +61,7 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 	} else {
 		e.str("fwd", view(ex.clientIP()), true)
 	}
-	upstream, name := "none", "none"
+	upstream, name := stats.UpstreamNone, stats.UpstreamNone
 	if ex.backend != nil {
 		upstream, name = ex.backend.up.Role.String(), ex.backend.up.Name
 	}

@@ -56,13 +56,13 @@ func TestLogLineFields(t *testing.T) {
 	t.Parallel()
 	ex := testExchange(t, nil, "GET /items?page=2 HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
 	ex.requestID, ex.status, ex.bytes = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", 200, 5120
-	ex.decision, ex.connect = Decision{Reason: ReasonRead}, time.Millisecond
+	ex.decision, ex.connect = Decision{Reason: stats.ReasonRead}, time.Millisecond
 	got := string(appendLine(lineEncoder{}, ex, 12*time.Millisecond))
 	want := `at=info method=GET path="/items?page=2" host=www.example.com request_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee fwd="192.0.2.1" upstream=none backend=none reason=read pinned=false pin_issued=false retries=0 status=200 bytes=5120 connect=1ms service=12ms` + "\n"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	ex.code, ex.desc, ex.status = codeUpstreamTimeout, "upstream did not answer in time", 504
+	ex.code, ex.desc, ex.status = stats.CodeUpstreamTimeout, "upstream did not answer in time", 504
 	if got := string(appendLine(lineEncoder{}, ex, 0)); !strings.HasPrefix(got, `at=error code=upstream_timeout desc="upstream did not answer in time" method=GET`) {
 		t.Errorf("error line = %s", got)
 	}

@@ -50,9 +50,6 @@ func (p *replicaPool) pick(exclude *backend) *backend {
 	return p.pickCaughtUp(0, exclude)
 }
 
-// anyAvailable reports whether some replica can take a read.
-func (p *replicaPool) anyAvailable() bool { return p.anyCaughtUp(0) }
-
 // pickLeastOutstanding scans every member once, starting at a rotating
 // offset so that ties spread evenly. Replica fleets are small: an exact scan
 // beats sampling.
@@ -93,15 +90,4 @@ func (p *replicaPool) pickCaughtUp(lsn uint64, exclude *backend) *backend {
 		}
 	}
 	return nil
-}
-
-// anyCaughtUp reports whether some available replica has replayed lsn
-// (any available replica, for lsn 0).
-func (p *replicaPool) anyCaughtUp(lsn uint64) bool {
-	for _, b := range p.members {
-		if b.up.Replayed() >= lsn && b.up.Available() {
-			return true
-		}
-	}
-	return false
 }

@@ -3,25 +3,7 @@ package router
 import (
 	"github.com/splitapp/router/health"
 	"github.com/splitapp/router/pathrule"
-)
-
-// Reason says why a request went where it did. It appears in the log line as
-// reason= and in metrics.
-type Reason string
-
-const (
-	ReasonPathRule    Reason = "path_rule"     // PRIMARY_PATHS matched
-	ReasonUpgrade     Reason = "upgrade"       // WebSocket and other upgrades hold a connection: primary
-	ReasonWrite       Reason = "write"         // an unsafe method
-	ReasonPinned      Reason = "pinned"        // the client wrote recently
-	ReasonRead        Reason = "read"          // a safe method, served by a replica
-	ReasonNoReplica   Reason = "no_replica"    // a read the primary serves: no replica configured or available
-	ReasonPrimaryDown Reason = "primary_down"  // the primary is unavailable
-	ReasonAllDown     Reason = "all_down"      // nothing can serve the request
-	ReasonShare       Reason = "primary_share" // a read READ_SHARE keeps on the primary
-	ReasonCaughtUp    Reason = "caught_up"     // a pinned read a follower can serve: it has replayed the write
-	ReasonReplay      Reason = "replay"        // a read the read-only app could not serve, replayed on the primary
-	ReasonLearned     Reason = "learned"       // a read of a route that was replayed lately: straight to the primary
+	"github.com/splitapp/router/stats"
 )
 
 // Input is everything a routing decision depends on.
@@ -51,7 +33,7 @@ type Decision struct {
 	// Role is the side that serves the request. It is meaningless when
 	// Refuse is set.
 	Role   health.Role
-	Reason Reason
+	Reason stats.Reason
 	// Pin is set when the response should carry a fresh pin: a write.
 	Pin bool
 	// Refuse is set when no upstream can serve the request: answer 503.
@@ -77,20 +59,20 @@ type Rules struct {
 func (rules Rules) Decide(in Input) Decision {
 	switch {
 	case rules.PrimaryPaths.Match(in.Method, in.Path):
-		return toPrimary(in, ReasonPathRule, false)
+		return toPrimary(in, stats.ReasonPathRule, false)
 	case rules.ReadPaths.Match(in.Method, in.Path):
 		return read(in)
 	case in.Upgrade:
-		return toPrimary(in, ReasonUpgrade, false)
+		return toPrimary(in, stats.ReasonUpgrade, false)
 	case !IsSafe(in.Method):
-		return toPrimary(in, ReasonWrite, true)
+		return toPrimary(in, stats.ReasonWrite, true)
 	}
 	return read(in)
 }
 
-func toPrimary(in Input, reason Reason, pin bool) Decision {
+func toPrimary(in Input, reason stats.Reason, pin bool) Decision {
 	if !in.PrimaryUp {
-		return Decision{Reason: ReasonPrimaryDown, Refuse: true}
+		return Decision{Reason: stats.ReasonPrimaryDown, Refuse: true}
 	}
 	return Decision{Role: health.Primary, Reason: reason, Pin: pin}
 }
@@ -100,22 +82,22 @@ func read(in Input) Decision {
 	case in.Pinned && in.CaughtUp && !in.Learned:
 		// A route the read-only app handed back lately would be handed
 		// back again: it stays on the primary with the pin.
-		return Decision{Role: health.Replica, Reason: ReasonCaughtUp}
+		return Decision{Role: health.Replica, Reason: stats.ReasonCaughtUp}
 	case in.Pinned && in.PrimaryUp:
-		return Decision{Role: health.Primary, Reason: ReasonPinned}
+		return Decision{Role: health.Primary, Reason: stats.ReasonPinned}
 	case in.Pinned && in.ReplicaUp:
 		// Availability over read-your-writes while the primary is down.
-		return Decision{Role: health.Replica, Reason: ReasonPrimaryDown}
+		return Decision{Role: health.Replica, Reason: stats.ReasonPrimaryDown}
 	case in.Learned && in.PrimaryUp:
-		return Decision{Role: health.Primary, Reason: ReasonLearned}
+		return Decision{Role: health.Primary, Reason: stats.ReasonLearned}
 	case in.ReplicaUp && in.PrimaryShare && in.PrimaryUp:
-		return Decision{Role: health.Primary, Reason: ReasonShare}
+		return Decision{Role: health.Primary, Reason: stats.ReasonShare}
 	case in.ReplicaUp:
-		return Decision{Role: health.Replica, Reason: ReasonRead}
+		return Decision{Role: health.Replica, Reason: stats.ReasonRead}
 	case in.PrimaryUp:
-		return Decision{Role: health.Primary, Reason: ReasonNoReplica}
+		return Decision{Role: health.Primary, Reason: stats.ReasonNoReplica}
 	}
-	return Decision{Reason: ReasonAllDown, Refuse: true}
+	return Decision{Reason: stats.ReasonAllDown, Refuse: true}
 }
 
 // routingPath chooses which view of a request's path Decide sees:

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"github.com/splitapp/router/stats"
 	"net/url"
 	"strings"
 	"testing"
@@ -50,39 +51,39 @@ func TestDecide(t *testing.T) {
 		in   Input
 		want Decision
 	}{
-		{"GET reads from a replica", with(up, "GET", "/items"), Decision{Role: replica, Reason: ReasonRead}},
-		{"a learned read goes to the primary", with(learned, "GET", "/logout"), Decision{Role: primary, Reason: ReasonLearned}},
-		{"a learned read with the primary down reads from a replica", with(learnedNoPrimary, "GET", "/logout"), Decision{Role: replica, Reason: ReasonRead}},
-		{"HEAD reads", with(up, "HEAD", "/items"), Decision{Role: replica, Reason: ReasonRead}},
-		{"OPTIONS reads", with(up, "OPTIONS", "/items"), Decision{Role: replica, Reason: ReasonRead}},
-		{"POST writes and pins", with(up, "POST", "/items"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},
-		{"PUT writes", with(up, "PUT", "/items/1"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},
-		{"PATCH writes", with(up, "PATCH", "/items/1"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},
-		{"DELETE writes", with(up, "DELETE", "/items/1"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},
-		{"an unknown method writes", with(up, "PURGE", "/items/1"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},
-		{"TRACE is not safe here", with(up, "TRACE", "/"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},
-		{"primary path prefix", with(up, "GET", "/admin/users"), Decision{Role: primary, Reason: ReasonPathRule}},
-		{"primary path wildcard", with(up, "GET", "/auth/github/callback"), Decision{Role: primary, Reason: ReasonPathRule}},
-		{"primary path beats read path", with(up, "POST", "/admin/"), Decision{Role: primary, Reason: ReasonPathRule}},
-		{"not a prefix match", with(up, "GET", "/administrator"), Decision{Role: replica, Reason: ReasonRead}},
-		{"read path with method", with(up, "POST", "/search"), Decision{Role: replica, Reason: ReasonRead}},
-		{"read path other method writes", with(up, "PUT", "/search"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},
-		{"read path any method", with(up, "POST", "/graphql"), Decision{Role: replica, Reason: ReasonRead}},
-		{"read path honours pin", with(pinned, "POST", "/search"), Decision{Role: primary, Reason: ReasonPinned}},
-		{"read path without replica", with(noReplica, "POST", "/search"), Decision{Role: primary, Reason: ReasonNoReplica}},
-		{"upgrade goes to primary", with(upgrade, "GET", "/cable"), Decision{Role: primary, Reason: ReasonUpgrade}},
-		{"pinned read", with(pinned, "GET", "/items"), Decision{Role: primary, Reason: ReasonPinned}},
-		{"pinned write is a write", with(pinned, "POST", "/items"), Decision{Role: primary, Reason: ReasonWrite, Pin: true}},
-		{"no replica", with(noReplica, "GET", "/items"), Decision{Role: primary, Reason: ReasonNoReplica}},
-		{"primary down refuses writes", with(noPrimary, "POST", "/items"), Decision{Reason: ReasonPrimaryDown, Refuse: true}},
-		{"primary down refuses primary paths", with(noPrimary, "GET", "/admin/x"), Decision{Reason: ReasonPrimaryDown, Refuse: true}},
-		{"primary down still reads", with(noPrimary, "GET", "/items"), Decision{Role: replica, Reason: ReasonRead}},
-		{"primary down serves pinned reads from replicas", with(noPrimaryPinned, "GET", "/items"), Decision{Role: replica, Reason: ReasonPrimaryDown}},
-		{"all down", with(Input{}, "GET", "/items"), Decision{Reason: ReasonAllDown, Refuse: true}},
+		{"GET reads from a replica", with(up, "GET", "/items"), Decision{Role: replica, Reason: stats.ReasonRead}},
+		{"a learned read goes to the primary", with(learned, "GET", "/logout"), Decision{Role: primary, Reason: stats.ReasonLearned}},
+		{"a learned read with the primary down reads from a replica", with(learnedNoPrimary, "GET", "/logout"), Decision{Role: replica, Reason: stats.ReasonRead}},
+		{"HEAD reads", with(up, "HEAD", "/items"), Decision{Role: replica, Reason: stats.ReasonRead}},
+		{"OPTIONS reads", with(up, "OPTIONS", "/items"), Decision{Role: replica, Reason: stats.ReasonRead}},
+		{"POST writes and pins", with(up, "POST", "/items"), Decision{Role: primary, Reason: stats.ReasonWrite, Pin: true}},
+		{"PUT writes", with(up, "PUT", "/items/1"), Decision{Role: primary, Reason: stats.ReasonWrite, Pin: true}},
+		{"PATCH writes", with(up, "PATCH", "/items/1"), Decision{Role: primary, Reason: stats.ReasonWrite, Pin: true}},
+		{"DELETE writes", with(up, "DELETE", "/items/1"), Decision{Role: primary, Reason: stats.ReasonWrite, Pin: true}},
+		{"an unknown method writes", with(up, "PURGE", "/items/1"), Decision{Role: primary, Reason: stats.ReasonWrite, Pin: true}},
+		{"TRACE is not safe here", with(up, "TRACE", "/"), Decision{Role: primary, Reason: stats.ReasonWrite, Pin: true}},
+		{"primary path prefix", with(up, "GET", "/admin/users"), Decision{Role: primary, Reason: stats.ReasonPathRule}},
+		{"primary path wildcard", with(up, "GET", "/auth/github/callback"), Decision{Role: primary, Reason: stats.ReasonPathRule}},
+		{"primary path beats read path", with(up, "POST", "/admin/"), Decision{Role: primary, Reason: stats.ReasonPathRule}},
+		{"not a prefix match", with(up, "GET", "/administrator"), Decision{Role: replica, Reason: stats.ReasonRead}},
+		{"read path with method", with(up, "POST", "/search"), Decision{Role: replica, Reason: stats.ReasonRead}},
+		{"read path other method writes", with(up, "PUT", "/search"), Decision{Role: primary, Reason: stats.ReasonWrite, Pin: true}},
+		{"read path any method", with(up, "POST", "/graphql"), Decision{Role: replica, Reason: stats.ReasonRead}},
+		{"read path honours pin", with(pinned, "POST", "/search"), Decision{Role: primary, Reason: stats.ReasonPinned}},
+		{"read path without replica", with(noReplica, "POST", "/search"), Decision{Role: primary, Reason: stats.ReasonNoReplica}},
+		{"upgrade goes to primary", with(upgrade, "GET", "/cable"), Decision{Role: primary, Reason: stats.ReasonUpgrade}},
+		{"pinned read", with(pinned, "GET", "/items"), Decision{Role: primary, Reason: stats.ReasonPinned}},
+		{"pinned write is a write", with(pinned, "POST", "/items"), Decision{Role: primary, Reason: stats.ReasonWrite, Pin: true}},
+		{"no replica", with(noReplica, "GET", "/items"), Decision{Role: primary, Reason: stats.ReasonNoReplica}},
+		{"primary down refuses writes", with(noPrimary, "POST", "/items"), Decision{Reason: stats.ReasonPrimaryDown, Refuse: true}},
+		{"primary down refuses primary paths", with(noPrimary, "GET", "/admin/x"), Decision{Reason: stats.ReasonPrimaryDown, Refuse: true}},
+		{"primary down still reads", with(noPrimary, "GET", "/items"), Decision{Role: replica, Reason: stats.ReasonRead}},
+		{"primary down serves pinned reads from replicas", with(noPrimaryPinned, "GET", "/items"), Decision{Role: replica, Reason: stats.ReasonPrimaryDown}},
+		{"all down", with(Input{}, "GET", "/items"), Decision{Reason: stats.ReasonAllDown, Refuse: true}},
 		{"a released pin goes to a follower that has the write", with(Input{PrimaryUp: true, ReplicaUp: true, Pinned: true, CaughtUp: true}, "GET", "/items"),
-			Decision{Role: replica, Reason: ReasonCaughtUp}},
+			Decision{Role: replica, Reason: stats.ReasonCaughtUp}},
 		{"a released pin on a learned route stays on the primary", with(Input{PrimaryUp: true, ReplicaUp: true, Pinned: true, CaughtUp: true, Learned: true}, "GET", "/logout"),
-			Decision{Role: primary, Reason: ReasonPinned}},
+			Decision{Role: primary, Reason: stats.ReasonPinned}},
 	}
 	for _, tt := range tests {
 		if got := rules.Decide(tt.in); got != tt.want {

@@ -20,18 +20,6 @@ import (
 	"github.com/splitapp/router/stats"
 )
 
-// Error codes in the log line's code= field.
-const (
-	codeUpstreamError       = "upstream_error"        // the upstream could not be reached or broke the connection
-	codeUpstreamTimeout     = "upstream_timeout"      // no response headers within UPSTREAM_TIMEOUT
-	codeUpstreamAborted     = "upstream_aborted"      // the upstream died mid-response
-	codeUpstreamBadResponse = "upstream_bad_response" // the response head was malformed or too large
-	codeClientGone          = "client_gone"           // the client went away before the response
-	codeClientError         = "client_error"          // the client's request body was malformed
-	codeClientTimeout       = "client_timeout"        // the client's request body stopped arriving
-	codeUnavailable         = "unavailable"           // no upstream could take the request
-)
-
 // statusClientClosed is logged, never sent, when the client went away.
 const statusClientClosed = 499
 

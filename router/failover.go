@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"github.com/splitapp/router/stats"
 	"net/http"
 	"time"
 
@@ -44,15 +45,15 @@ type verdict struct {
 }
 
 var (
-	verdictTimeout     = verdict{http.StatusGatewayTimeout, codeUpstreamTimeout, "upstream did not answer in time", ""}
-	verdictUnreachable = verdict{http.StatusBadGateway, codeUpstreamError, "upstream unreachable or connection broken", ""}
-	verdictMalformed   = verdict{http.StatusBadGateway, codeUpstreamBadResponse, "upstream sent a malformed response", ""}
-	verdictHeadTooBig  = verdict{http.StatusBadGateway, codeUpstreamBadResponse, "upstream sent a response head over 64 KB", ""}
-	verdictBadBody     = verdict{http.StatusBadRequest, codeClientError, "request body malformed", ""}
-	verdictBodyTimeout = verdict{http.StatusRequestTimeout, codeClientTimeout, "request body stalled for CLIENT_BODY_TIMEOUT", ""}
-	verdictClientGone  = verdict{statusClientClosed, codeClientGone, "client left before the response", ""}
-	verdictNoPrimary   = verdict{http.StatusServiceUnavailable, codeUnavailable, "primary unavailable", "5"}
-	verdictBusy        = verdict{http.StatusServiceUnavailable, codeUnavailable, "primary busy with fallback reads", "1"}
+	verdictTimeout     = verdict{http.StatusGatewayTimeout, stats.CodeUpstreamTimeout, "upstream did not answer in time", ""}
+	verdictUnreachable = verdict{http.StatusBadGateway, stats.CodeUpstreamError, "upstream unreachable or connection broken", ""}
+	verdictMalformed   = verdict{http.StatusBadGateway, stats.CodeUpstreamBadResponse, "upstream sent a malformed response", ""}
+	verdictHeadTooBig  = verdict{http.StatusBadGateway, stats.CodeUpstreamBadResponse, "upstream sent a response head over 64 KB", ""}
+	verdictBadBody     = verdict{http.StatusBadRequest, stats.CodeClientError, "request body malformed", ""}
+	verdictBodyTimeout = verdict{http.StatusRequestTimeout, stats.CodeClientTimeout, "request body stalled for CLIENT_BODY_TIMEOUT", ""}
+	verdictClientGone  = verdict{statusClientClosed, stats.CodeClientGone, "client left before the response", ""}
+	verdictNoPrimary   = verdict{http.StatusServiceUnavailable, stats.CodeUnavailable, "primary unavailable", "5"}
+	verdictBusy        = verdict{http.StatusServiceUnavailable, stats.CodeUnavailable, "primary busy with fallback reads", "1"}
 )
 
 // failover handles a failed attempt on ex.backend: it records the evidence
@@ -75,7 +76,7 @@ func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 		if !rt.primary.up.Available() {
 			return nil, verdictNoPrimary
 		}
-		ex.decision.Role, ex.decision.Reason, ex.decision.Pin = health.Primary, ReasonReplay, true
+		ex.decision.Role, ex.decision.Reason, ex.decision.Pin = health.Primary, stats.ReasonReplay, true
 		return rt.primary, verdict{}
 	}
 	ex.failed = f.class
@@ -139,7 +140,7 @@ func (rt *Router) retryTarget(ex *exchange) (next *backend, refused verdict) {
 		return nil, verdict{}
 	}
 	switch {
-	case ex.decision.Reason == ReasonCaughtUp:
+	case ex.decision.Reason == stats.ReasonCaughtUp:
 		if b := rt.replicas.pickCaughtUp(ex.pinLSN, ex.backend); b != nil && ex.retries == 0 {
 			return b, verdict{}
 		}
@@ -158,9 +159,9 @@ func (rt *Router) retryTarget(ex *exchange) (next *backend, refused verdict) {
 			}
 			return rt.primary, verdict{}
 		}
-	case ex.decision.Reason == ReasonPinned:
+	case ex.decision.Reason == stats.ReasonPinned:
 		if b := rt.replicas.pick(nil); b != nil {
-			ex.decision.Reason = ReasonPrimaryDown
+			ex.decision.Reason = stats.ReasonPrimaryDown
 			return b, verdict{}
 		}
 	}

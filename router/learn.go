@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/splitapp/router/stats"
 )
 
 // learnedRoutes remembers reads that had to be replayed on the primary (a
@@ -116,25 +118,15 @@ func evictOne(table map[routeKey]*learnedRoute, now time.Time) {
 	delete(table, oldest)
 }
 
-// LearnedRoute is one replayed route, for the status page.
-type LearnedRoute struct {
-	Method       string    `json:"method"`
-	Path         string    `json:"path"`
-	Replays      int64     `json:"replays"`
-	Served       int64     `json:"served_by_primary"`
-	LastReplay   time.Time `json:"last_replay"`
-	PrimaryUntil time.Time `json:"primary_until"`
-}
-
 // snapshot lists the routes, most replayed first.
-func (l *learnedRoutes) snapshot() []LearnedRoute {
+func (l *learnedRoutes) snapshot() []stats.LearnedRoute {
 	if l == nil {
 		return nil
 	}
 	table := *l.table.Load()
-	out := make([]LearnedRoute, 0, len(table))
+	out := make([]stats.LearnedRoute, 0, len(table))
 	for k, e := range table {
-		out = append(out, LearnedRoute{
+		out = append(out, stats.LearnedRoute{
 			Method: k.method, Path: k.path,
 			Replays: e.replays.Load(), Served: e.served.Load(),
 			LastReplay:   time.Unix(0, e.replayed.Load()),

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/splitapp/router/stats"
 	"io"
 	"net/http"
 	"runtime/debug"
@@ -170,7 +171,7 @@ func (ex *exchange) writeHead(w *bufio.Writer, b *backend) {
 	case n == -1:
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 	}
-	if ex.decision.Reason == ReasonUpgrade {
+	if ex.decision.Reason == stats.ReasonUpgrade {
 		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
 		w.Write(ex.head.upgrade)
 		w.WriteString("\r\n")

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"github.com/splitapp/router/stats"
 	"net/url"
 	"testing"
 
@@ -43,7 +44,7 @@ func TestRetryKeepsCausalReadsCausal(t *testing.T) {
 	b.RecordReplication(100, 0, true, 0, nil)
 
 	ex := testExchange(t, rt, get)
-	ex.pinLSN, ex.backend, ex.decision = 400, backendOf(a), Decision{Role: health.Replica, Reason: ReasonCaughtUp}
+	ex.pinLSN, ex.backend, ex.decision = 400, backendOf(a), Decision{Role: health.Replica, Reason: stats.ReasonCaughtUp}
 	if got := retry(ex); got != rt.primary {
 		t.Errorf("caught-up read failed on a: retried on %s, want the primary (b has not replayed the write)", nameOf(got))
 	}
@@ -53,7 +54,7 @@ func TestRetryKeepsCausalReadsCausal(t *testing.T) {
 	}
 
 	plain := testExchange(t, rt, get)
-	plain.backend, plain.decision = backendOf(a), Decision{Role: health.Replica, Reason: ReasonRead}
+	plain.backend, plain.decision = backendOf(a), Decision{Role: health.Replica, Reason: stats.ReasonRead}
 	if got := retry(plain); got != backendOf(b) {
 		t.Errorf("plain read failed on a: retried on %s, want b", nameOf(got))
 	}
@@ -67,7 +68,7 @@ func TestRetryKeepsCausalReadsCausal(t *testing.T) {
 	}
 
 	write := testExchange(t, rt, "POST /items HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-	write.backend, write.decision = rt.primary, Decision{Role: health.Primary, Reason: ReasonWrite}
+	write.backend, write.decision = rt.primary, Decision{Role: health.Primary, Reason: stats.ReasonWrite}
 	if got := retry(write); got != nil {
 		t.Errorf("a write was retried on %s", nameOf(got))
 	}

@@ -188,7 +188,7 @@ func New(o Options) *Router {
 		rt.logger = slog.Default()
 	}
 	if rt.admin == nil {
-		rt.admin = NewAdmin(AdminOptions{})
+		rt.admin = healthOnly
 	}
 	w := o.AccessLog
 	if w == nil {
@@ -223,7 +223,7 @@ func New(o Options) *Router {
 
 // LearnedRoutes lists the reads replayed on the primary lately, most
 // replayed first.
-func (rt *Router) LearnedRoutes() []LearnedRoute { return rt.learned.snapshot() }
+func (rt *Router) LearnedRoutes() []stats.LearnedRoute { return rt.learned.snapshot() }
 
 // Inflight returns the proxied requests being served now.
 func (rt *Router) Inflight() int64 { return rt.inflight.Load() }
@@ -264,6 +264,16 @@ func newTransport(connectTimeout, upstreamTimeout time.Duration, insecureSkipVer
 	}
 }
 
+// healthOnly answers the router's own paths when no admin handler is
+// given: /_router/health, and nothing else.
+var healthOnly = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/_router/health" {
+		w.Write([]byte("ok\n"))
+		return
+	}
+	http.Error(w, "404 Not Found: no such router endpoint", http.StatusNotFound)
+})
+
 // tlsSessionCacheSize bounds the TLS sessions kept: one per HTTPS app's
 // host, and a router has a handful of apps.
 const tlsSessionCacheSize = 64
@@ -286,7 +296,7 @@ func (rt *Router) serve(ctx *fasthttp.RequestCtx) {
 		// nothing after it on the connection is read.
 		ex.identify()
 		ex.closeClient = true
-		rt.fail(ex, status, codeClientError, desc)
+		rt.fail(ex, status, stats.CodeClientError, desc)
 		rt.release(ex)
 		return
 	}
@@ -393,18 +403,18 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 	in.CaughtUp, in.Learned = caughtUp != nil, learned != nil
 	in.ReplicaUp = replica != nil || caughtUp != nil
 	ex.decision = rt.rules.Decide(in)
-	if ex.decision.Reason == ReasonLearned {
+	if ex.decision.Reason == stats.ReasonLearned {
 		learned.served.Add(1)
 	}
 
 	var b *backend
 	switch {
 	case ex.decision.Refuse:
-		if ex.decision.Reason == ReasonPrimaryDown {
+		if ex.decision.Reason == stats.ReasonPrimaryDown {
 			return nil, verdictNoPrimary
 		}
-		return nil, verdict{http.StatusServiceUnavailable, codeUnavailable, "no upstream available", "5"}
-	case ex.decision.Reason == ReasonCaughtUp:
+		return nil, verdict{http.StatusServiceUnavailable, stats.CodeUnavailable, "no upstream available", "5"}
+	case ex.decision.Reason == stats.ReasonCaughtUp:
 		b = caughtUp
 	case ex.decision.Role == health.Replica:
 		if b = replica; b == nil {
@@ -413,7 +423,7 @@ func (rt *Router) plan(ex *exchange) (*backend, verdict) {
 	default:
 		b = rt.primary
 	}
-	if ex.decision.Reason == ReasonNoReplica {
+	if ex.decision.Reason == stats.ReasonNoReplica {
 		if v, ok := rt.admitFallback(ex); !ok {
 			return nil, v
 		}
@@ -450,7 +460,7 @@ func (rt *Router) pinFromCookies(ex *exchange) (cookie.Pin, bool) {
 // failed request can never read as an empty 200.
 func (rt *Router) answer(ex *exchange, v verdict) {
 	if v.status == statusClientClosed {
-		ex.status, ex.code, ex.desc = statusClientClosed, codeClientGone, verdictClientGone.desc
+		ex.status, ex.code, ex.desc = statusClientClosed, stats.CodeClientGone, verdictClientGone.desc
 		ex.ctx.Conn().Close()
 		return
 	}
@@ -505,11 +515,11 @@ func (rt *Router) finish(ex *exchange, err error) {
 		case err == nil:
 		case ex.relay.upErr != nil:
 			ex.failed = health.Aborted
-			ex.code, ex.desc = codeUpstreamAborted, "upstream connection ended mid-response; client connection closed"
+			ex.code, ex.desc = stats.CodeUpstreamAborted, "upstream connection ended mid-response; client connection closed"
 			rt.recordFailure(ex.backend, &failure{ex.failed, errMidBody})
 		default:
 			ex.failed = health.Client
-			ex.code, ex.desc = codeClientGone, "client left mid-response"
+			ex.code, ex.desc = stats.CodeClientGone, "client left mid-response"
 			if isTimeout(err) {
 				ex.desc = "client stopped reading for CLIENT_SEND_TIMEOUT"
 			}
@@ -571,8 +581,8 @@ func (rt *Router) record(ex *exchange) {
 	rt.accessLog.write(ex, service)
 	s := stats.Sample{
 		Method:    methodName(ex.method),
-		Upstream:  "none",
-		Reason:    string(ex.decision.Reason),
+		Upstream:  stats.UpstreamNone,
+		Reason:    ex.decision.Reason,
 		Read:      IsSafe(ex.method),
 		Pinned:    ex.pinned,
 		PinIssued: ex.pinIssued,

@@ -60,7 +60,7 @@ func TestConcurrentTraffic(t *testing.T) {
 		LSN:      func(context.Context, bool) (uint64, error) { return 42, nil },
 		OnRequest: func(s stats.Sample) {
 			mu.Lock()
-			counted[s.Reason]++
+			counted[string(s.Reason)]++
 			mu.Unlock()
 		},
 		AccessLog: io.Discard,

@@ -33,7 +33,7 @@ func ParseLine(line string) (s Sample, at time.Time, ok bool) {
 	s = Sample{
 		Method:    fields["method"],
 		Upstream:  fields["upstream"],
-		Reason:    fields["reason"],
+		Reason:    Reason(fields["reason"]),
 		Path:      fields["path"],
 		Pinned:    fields["pinned"] == "true",
 		PinIssued: fields["pin_issued"] == "true",
@@ -127,7 +127,7 @@ func Format(s Summary) string {
 		fmt.Fprintf(&b, " (%s)", strings.Join(codes, ", "))
 	}
 	b.WriteString("\n ")
-	for _, role := range []string{"primary", "replica"} {
+	for _, role := range []string{UpstreamPrimary, UpstreamReplica} {
 		q, ok := s.Latency[role]
 		if !ok {
 			fmt.Fprintf(&b, " %s: no requests ·", role)

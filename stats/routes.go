@@ -4,7 +4,19 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
+
+// LearnedRoute is one route the router replayed on the primary, as the
+// status page lists it.
+type LearnedRoute struct {
+	Method       string    `json:"method"`
+	Path         string    `json:"path"`
+	Replays      int64     `json:"replays"`
+	Served       int64     `json:"served_by_primary"`
+	LastReplay   time.Time `json:"last_replay"`
+	PrimaryUntil time.Time `json:"primary_until"`
+}
 
 // Routes tallies, by method and path, the reads a read-only app handed back
 // to the primary (reason replay) and the reads then sent straight there
@@ -17,7 +29,7 @@ type Routes struct {
 
 // Add counts a sample if it was replayed or learned.
 func (r *Routes) Add(s Sample) {
-	if s.Reason != "replay" && s.Reason != "learned" {
+	if s.Reason != ReasonReplay && s.Reason != ReasonLearned {
 		return
 	}
 	if r.replays == nil {
@@ -25,7 +37,7 @@ func (r *Routes) Add(s Sample) {
 	}
 	path, _, _ := strings.Cut(s.Path, "?")
 	key := s.Method + " " + path
-	if s.Reason == "replay" {
+	if s.Reason == ReasonReplay {
 		r.replays[key]++
 	} else {
 		r.learned[key]++

@@ -12,9 +12,9 @@ import (
 // Sample is one finished request.
 type Sample struct {
 	Method string
-	// Upstream is "primary", "replica" or "none".
+	// Upstream is UpstreamPrimary, UpstreamReplica or UpstreamNone.
 	Upstream string
-	Reason   string
+	Reason   Reason
 	// Path is the request's path and query, as logged; only the log
 	// reader fills it in.
 	Path string
@@ -87,19 +87,16 @@ type Counter struct {
 	pinned, pinsIssued            atomic.Int64
 	fallbacks, retries            atomic.Int64
 	status5xx                     atomic.Int64
-	errors                        [len(codesArray)]atomic.Int64
+	errors                        [len(Codes)]atomic.Int64
 	latency                       [nRoles][nBuckets]atomic.Int64
 }
-
-// codesArray lists the router's error codes (the log line's code=).
-var codesArray = [7]string{"upstream_error", "upstream_bad_response", "upstream_timeout", "upstream_aborted", "client_error", "client_gone", "unavailable"}
 
 // Add counts one sample.
 func (c *Counter) Add(s Sample) {
 	c.requests.Add(1)
 	if s.Read {
 		c.reads.Add(1)
-		if s.Upstream == "replica" {
+		if s.Upstream == UpstreamReplica {
 			c.replicaReads.Add(1)
 		}
 	}
@@ -109,7 +106,7 @@ func (c *Counter) Add(s Sample) {
 	if s.PinIssued {
 		c.pinsIssued.Add(1)
 	}
-	if s.Reason == "no_replica" || s.Reason == "primary_down" || s.Reason == "all_down" {
+	if s.Reason.fallback() {
 		c.fallbacks.Add(1)
 	}
 	if s.Retries > 0 {
@@ -119,16 +116,16 @@ func (c *Counter) Add(s Sample) {
 		c.status5xx.Add(1)
 	}
 	if s.Code != "" {
-		for i, code := range codesArray {
+		for i, code := range Codes {
 			if code == s.Code {
 				c.errors[i].Add(1)
 			}
 		}
 	}
 	switch s.Upstream {
-	case "primary":
+	case UpstreamPrimary:
 		c.latency[rolePrimary][bucketOf(s.Service)].Add(1)
-	case "replica":
+	case UpstreamReplica:
 		c.latency[roleReplica][bucketOf(s.Service)].Add(1)
 	}
 }
@@ -190,7 +187,7 @@ func Summarize(span time.Duration, counters ...*Counter) Summary {
 		s.Fallbacks += c.fallbacks.Load()
 		s.Retries += c.retries.Load()
 		s.Status5xx += c.status5xx.Load()
-		for i, code := range codesArray {
+		for i, code := range Codes {
 			if n := c.errors[i].Load(); n > 0 {
 				s.Errors[code] += n
 			}
@@ -210,7 +207,7 @@ func Summarize(span time.Duration, counters ...*Counter) Summary {
 	if s.Requests > 0 {
 		s.PinnedShare = float64(s.Pinned) / float64(s.Requests)
 	}
-	for r, name := range []string{"primary", "replica"} {
+	for r, name := range []string{UpstreamPrimary, UpstreamReplica} {
 		if q := quantiles(hist[r][:]); q.Count > 0 {
 			s.Latency[name] = q
 		}

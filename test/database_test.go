@@ -159,8 +159,12 @@ func TestDatabasePlane(t *testing.T) {
 		if stale != 0 {
 			t.Errorf("%d reads missed the client's own write, want 0", stale)
 		}
-		if float64(queries) > float64(writes)/3 {
-			t.Errorf("%d position queries for %d writes, want at most a third", queries, writes)
+		// Without coalescing it is one query per write, and more with the
+		// sampler's. Coalesced, it was 0.21-0.26 per write on an idle
+		// 2-core machine and 0.41 with the whole suite and a build beside
+		// it: a slower database makes each read gather more writes.
+		if float64(queries) > float64(writes)*2/3 {
+			t.Errorf("%d position queries for %d writes, want at most two thirds", queries, writes)
 		}
 		if walPins != float64(writes) {
 			t.Errorf("%v WAL pins for %d writes, want every write pinned by its position", walPins, writes)

@@ -1,4 +1,4 @@
-package router
+package admin
 
 import (
 	"encoding/json"
@@ -23,7 +23,7 @@ type Status struct {
 	Split []stats.Point `json:"split"`
 	// Replayed lists the routes a read-only app handed back to the
 	// primary, most replayed first: the app's reads that write.
-	Replayed []LearnedRoute `json:"replayed_routes"`
+	Replayed []stats.LearnedRoute `json:"replayed_routes"`
 	// Databases, with the database URLs set, are the primary database and
 	// each follower, reachable or not, and why.
 	Databases []DatabaseStatus `json:"databases,omitempty"`
@@ -60,7 +60,7 @@ type UpstreamStatus struct {
 	ReplayedLSN string   `json:"replayed_lsn,omitempty"`
 }
 
-func buildStatus(o AdminOptions) Status {
+func buildStatus(o Options) Status {
 	now := time.Now()
 	s := Status{
 		Now:        now,
@@ -115,7 +115,7 @@ func buildStatus(o AdminOptions) Status {
 	return s
 }
 
-func statusHandler(o AdminOptions) http.HandlerFunc {
+func statusHandler(o Options) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s := buildStatus(o)
 		w.Header().Set("Cache-Control", "no-store")

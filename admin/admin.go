@@ -1,4 +1,8 @@
-package router
+// Package admin serves the router's own paths under /_router/: the health
+// answer, and behind ADMIN_TOKEN the Prometheus metrics, the status page
+// and Go's profiles. It reads the upstreams' health, the request counts and
+// the databases' state; it knows nothing of how requests are routed.
+package admin
 
 import (
 	"crypto/sha256"
@@ -18,8 +22,8 @@ import (
 	"github.com/splitapp/router/stats"
 )
 
-// AdminOptions configures the /_router/ endpoints.
-type AdminOptions struct {
+// Options configures the /_router/ endpoints.
+type Options struct {
 	// Token guards metrics, status and profiles. If empty, those answer
 	// 404, saying that ADMIN_TOKEN turns them on: nothing about the
 	// deployment is exposed by default.
@@ -37,15 +41,15 @@ type AdminOptions struct {
 	// OnAuthFailure, if set, is told of every failed authentication.
 	OnAuthFailure func()
 	// Learned, if set, lists the routes replayed on the primary.
-	Learned func() []LearnedRoute
+	Learned func() []stats.LearnedRoute
 	// Databases, if set (the database URLs are), returns each database's
 	// state.
 	Databases func() []replication.State
 }
 
-// NewAdmin returns the handler for the router's own paths under /_router/.
+// New returns the handler for the router's own paths under /_router/.
 // They are answered by the router and never proxied.
-func NewAdmin(o AdminOptions) http.Handler {
+func New(o Options) http.Handler {
 	r := chi.NewRouter()
 	r.Get("/_router/health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
