@@ -10,16 +10,17 @@ import (
 	"time"
 
 	"github.com/splitapp/router/config"
+	"github.com/splitapp/router/http1"
 	"github.com/splitapp/router/router"
 )
 
 // newServer binds PORT and returns the server for the proxied traffic.
-func newServer(cfg config.Config, rt *router.Router, logger *slog.Logger) (*router.Server, net.Listener, error) {
+func newServer(cfg config.Config, rt *router.Router, logger *slog.Logger) (*http1.Server, net.Listener, error) {
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
 	if err != nil {
 		return nil, nil, err
 	}
-	srv := router.NewServer(rt, router.ServerOptions{
+	srv := http1.NewServer(rt.Handle, http1.ServerOptions{
 		// Heroku's router has already read the request; a client that
 		// trickles headers (slowloris) is cut off.
 		RequestHeaderTimeout: cfg.RequestHeaderTimeout,
@@ -27,10 +28,14 @@ func newServer(cfg config.Config, rt *router.Router, logger *slog.Logger) (*rout
 		// them sooner races its reuse and shows up as H13/H18 errors.
 		IdleTimeout: 100 * time.Second,
 		Logger:      logger,
+		// Upgraded connections carry no request a drain could wait for,
+		// and their clients reconnect to another process sooner for being
+		// told at once.
+		OnShutdown: func() { rt.CloseTunnels() },
 	})
 	// Beyond MAX_CONNECTIONS, new connections wait in the kernel's accept
 	// queue instead of each costing the router memory.
-	return srv, router.LimitListener(ln, cfg.MaxConnections), nil
+	return srv, http1.LimitListener(ln, cfg.MaxConnections), nil
 }
 
 // serveMetrics serves /metrics without a token on METRICS_ADDR, a private
@@ -62,7 +67,7 @@ func metricsOnly(h http.Handler) http.Handler {
 // serveUntil serves until ctx is done, then shuts down: the listener closes
 // at once, so new connections are refused, and in-flight requests have
 // until timeout to finish; the process then exits, closing what is left.
-func serveUntil(ctx context.Context, srv *router.Server, ln net.Listener, timeout time.Duration, logger *slog.Logger) int {
+func serveUntil(ctx context.Context, srv *http1.Server, ln net.Listener, timeout time.Duration, logger *slog.Logger) int {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

@@ -44,7 +44,7 @@ type UpstreamStatus struct {
 	Name           string    `json:"name"`
 	Role           string    `json:"role"`
 	Up             bool      `json:"up"`
-	State          string    `json:"state"` // up, down, ejected
+	State          string    `json:"state"` // up, down, ejected, lagging
 	EjectedUntil   time.Time `json:"ejected_until,omitzero"`
 	LastCheck      time.Time `json:"last_check,omitzero"`
 	CheckLatencyMS float64   `json:"check_latency_ms"`

@@ -1,7 +1,10 @@
 // Package cookie issues and reads pins: signed, expiring tokens that tell
 // every router process "this client wrote recently; serve its reads from the
 // primary". A pin lives in a cookie (or, for clients without cookies, in a
-// header) and carries only the time it ends, never a backend address.
+// header) and carries the time it ends and, when the router reads the
+// primary database's WAL position, the position after the write, so a
+// follower that has replayed it can serve the reads; never a backend
+// address.
 package cookie
 
 import (

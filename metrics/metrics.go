@@ -123,7 +123,7 @@ func newCollectors() *Metrics {
 		released:  counter("router_pins_released_early_total", "Pinned reads served by a follower that had replayed the client's write, before the pin's TTL."),
 		authFails: counter("router_admin_auth_failures_total", "Requests to /_router/ endpoints refused for a missing or wrong ADMIN_TOKEN."),
 		panics:    counter("router_panics_total", "Requests whose handling panicked: each was logged with its stack and its connection closed; a bug to report."),
-		replays:   counter("router_replays_total", "Reads a read-only app handed back with X-Router-Replay, replayed on the primary."),
+		replays:   counter("router_replays_total", "Reads a read-only app handed back, replayed on the primary: asked with X-Router-Replay, or failed with a 5xx under REPLAY_READ_ERRORS."),
 		checks: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "router_health_check_duration_seconds",
 			Help:    "Duration of active health checks.",

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/internal/view"
 	"github.com/splitapp/router/stats"
 )
 
@@ -43,7 +44,7 @@ func (l *accessLog) write(ex *exchange, service time.Duration) {
 }
 
 func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
-	h := &ex.ctx.Request.Header
+	h := &ex.Ctx.Request.Header
 	e.begin()
 	if ex.code != "" {
 		e.str("at", "error", false)
@@ -53,13 +54,13 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 		e.str("at", "info", false)
 	}
 	e.str("method", ex.method, false)
-	e.str("path", view(h.RequestURI()), true)
-	e.str("host", view(h.Host()), false)
-	e.str("request_id", ex.requestID, false)
-	if xff := ex.head.forwardedFor; len(xff) > 0 {
-		e.str("fwd", view(xff), true)
+	e.str("path", view.String(h.RequestURI()), true)
+	e.str("host", view.String(h.Host()), false)
+	e.str("request_id", ex.RequestID, false)
+	if xff := ex.Head.ForwardedFor; len(xff) > 0 {
+		e.str("fwd", view.String(xff), true)
 	} else {
-		e.str("fwd", view(ex.clientIP()), true)
+		e.str("fwd", view.String(ex.ClientIP()), true)
 	}
 	upstream, name := stats.UpstreamNone, stats.UpstreamNone
 	if ex.backend != nil {
@@ -80,10 +81,10 @@ func appendLine(e lineEncoder, ex *exchange, service time.Duration) []byte {
 		e.ms("replayed_service", ex.replayedTime)
 	}
 	e.int("status", int64(ex.status))
-	e.int("bytes", ex.bytes)
-	e.ms("connect", ex.connect)
+	e.int("bytes", ex.Bytes)
+	e.ms("connect", ex.Connect)
 	e.ms("service", service)
-	if q, ok := queueTime(view(ex.head.start), ex.start); ok {
+	if q, ok := queueTime(view.String(ex.Head.Start), ex.Start); ok {
 		e.ms("queue", q)
 	}
 	return e.end()

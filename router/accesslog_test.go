@@ -22,12 +22,12 @@ func TestLogLineCannotBeForged(t *testing.T) {
 	}
 	for _, p := range hostile {
 		ex := testExchange(t, nil, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		h := &ex.ctx.Request.Header
+		h := &ex.Ctx.Request.Header
 		h.SetRequestURI(p)
 		h.SetHost("evil host\n")
 		h.Set("X-Forwarded-For", "1.2.3.4\", \"5.6.7.8\nat=info")
-		scanRequest(ex.ctx, &ex.head)
-		ex.requestID, ex.status = "req-id-0123456789abcdef", 200
+		testProxy.Admit(&ex.Stream, ex.Ctx)
+		ex.RequestID, ex.status = "req-id-0123456789abcdef", 200
 		// fasthttp's setters turn CR and LF into spaces; the method is a
 		// string the encoder gets as it is, hostile bytes and all.
 		ex.method = p
@@ -55,8 +55,8 @@ func TestLogLineCannotBeForged(t *testing.T) {
 func TestLogLineFields(t *testing.T) {
 	t.Parallel()
 	ex := testExchange(t, nil, "GET /items?page=2 HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
-	ex.requestID, ex.status, ex.bytes = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", 200, 5120
-	ex.decision, ex.connect = Decision{Reason: stats.ReasonRead}, time.Millisecond
+	ex.RequestID, ex.status, ex.Bytes = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", 200, 5120
+	ex.decision, ex.Connect = Decision{Reason: stats.ReasonRead}, time.Millisecond
 	got := string(appendLine(lineEncoder{}, ex, 12*time.Millisecond))
 	want := `at=info method=GET path="/items?page=2" host=www.example.com request_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee fwd="192.0.2.1" upstream=none backend=none reason=read pinned=false pin_issued=false retries=0 status=200 bytes=5120 connect=1ms service=12ms` + "\n"
 	if got != want {
@@ -87,7 +87,7 @@ func TestJSONLineCannotBeForged(t *testing.T) {
 	t.Parallel()
 	ex := testExchange(t, nil, "GET / HTTP/1.1\r\nHost: x\r\nX-Request-Start: t=1700000000.5\r\n\r\n")
 	ex.method = "/a\n\"},{\"x\":\"\xff\u2028"
-	ex.requestID, ex.status, ex.start = "req-id-0123456789abcdef", 200, time.Unix(1700000000, 750_000_000)
+	ex.RequestID, ex.status, ex.Start = "req-id-0123456789abcdef", 200, time.Unix(1700000000, 750_000_000)
 	line := appendLine(lineEncoder{json: true}, ex, 3*time.Millisecond)
 	var got map[string]any
 	if err := json.Unmarshal(line, &got); err != nil {

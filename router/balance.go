@@ -1,6 +1,11 @@
 package router
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/splitapp/router/cookie"
+)
 
 // replicaPool picks replicas by weighted round-robin without a lock: the
 // weights are unrolled once into a fixed, interleaved sequence of slots, and
@@ -90,4 +95,59 @@ func (p *replicaPool) pickCaughtUp(lsn uint64, exclude *backend) *backend {
 		}
 	}
 	return nil
+}
+
+// candidates are the replicas a read could go to, picked before the
+// decision with its inputs, so that the decision never names a replica
+// that has left rotation since.
+type candidates struct {
+	// caughtUp has replayed the pin's write; replica is the next in
+	// rotation, when the read is not pinned or none has the write.
+	caughtUp, replica *backend
+	// learned is the read's learned route, if it has one.
+	learned *learnedRoute
+}
+
+// candidates picks the replicas for a read; a write leaves the round-robin
+// alone.
+func (rt *Router) candidates(ex *exchange, path string, pin cookie.Pin) candidates {
+	var c candidates
+	if !IsSafe(ex.method) && !rt.rules.ReadPaths.Match(ex.method, path) {
+		return c
+	}
+	if pin.LSN > 0 {
+		if c.caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil); c.caughtUp == nil {
+			rt.onPinnedWait()
+		}
+	}
+	if !ex.pinned || c.caughtUp == nil {
+		c.replica = rt.replicas.pick(nil)
+	}
+	if IsSafe(ex.method) {
+		c.learned = rt.learned.find(ex.method, ex.path)
+	}
+	return c
+}
+
+// admitFallback applies the spillover guard to a read that falls back to
+// the primary: when PRIMARY_READ_LIMIT such reads are in flight it waits
+// briefly for a slot, then refuses with 503. Without replicas configured
+// there is no fallback and no limit. When it refuses, v is the answer.
+func (rt *Router) admitFallback(ex *exchange) (v verdict, ok bool) {
+	if rt.fallbackSlots == nil || len(rt.replicas.members) == 0 || ex.holdsSlot {
+		return verdict{}, true
+	}
+	select {
+	case rt.fallbackSlots <- struct{}{}:
+	default:
+		timer := time.NewTimer(fallbackWait)
+		defer timer.Stop()
+		select {
+		case rt.fallbackSlots <- struct{}{}:
+		case <-timer.C:
+			return verdictBusy, false
+		}
+	}
+	ex.holdsSlot = true
+	return verdict{}, true
 }

@@ -135,13 +135,13 @@ func TestValidRequestID(t *testing.T) {
 	}
 	tests[string(make([]byte, 201))] = false
 	for id, want := range tests {
-		if got := validRequestID(id); got != want {
+		if got := validRequestID([]byte(id)); got != want {
 			t.Errorf("validRequestID(%q) = %v, want %v", id, got, want)
 		}
 	}
 	var buf [36]byte
 	newRequestID(&buf)
-	if id := string(buf[:]); !validRequestID(id) {
+	if id := string(buf[:]); !validRequestID([]byte(id)) {
 		t.Errorf("generated id %q is not valid", id)
 	}
 }
@@ -192,7 +192,7 @@ func BenchmarkDecide(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				_, pinned := rt.pinFromCookies(ex)
-				d := rules.Decide(Input{Method: ex.method, Path: ex.path, Upgrade: ex.head.isUpgrade(), Pinned: pinned, PrimaryUp: true, ReplicaUp: true})
+				d := rules.Decide(Input{Method: ex.method, Path: ex.path, Upgrade: ex.Upgrading, Pinned: pinned, PrimaryUp: true, ReplicaUp: true})
 				if d.Refuse {
 					b.Fatal("refused")
 				}
@@ -206,7 +206,7 @@ func FuzzRequestID(f *testing.F) {
 	f.Add("short")
 	f.Add("has space 0123456789abcdef")
 	f.Fuzz(func(t *testing.T, id string) {
-		if !validRequestID(id) {
+		if !validRequestID([]byte(id)) {
 			return
 		}
 		// Whatever passes goes into log lines without escapes and upstream

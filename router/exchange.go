@@ -2,20 +2,15 @@ package router
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"strings"
 	"time"
-	"unsafe"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/http1"
+	"github.com/splitapp/router/internal/view"
 	"github.com/splitapp/router/replication"
 	"github.com/splitapp/router/stats"
 )
@@ -27,43 +22,43 @@ const statusClientClosed = 499
 // to the last byte of the response. Exchanges are pooled; the strings in
 // one are views of the request's bytes and live as long as the request.
 type exchange struct {
-	ctx       *fasthttp.RequestCtx
-	rt        *Router
-	start     time.Time
-	method    string
-	path      string
-	requestID string
-	idBuf     [36]byte // a generated request id
-	ip        []byte   // the client's address, once asked for
-	ipBuf     [48]byte
-	head      requestHead
-	answer    answerHead
-	decision  Decision
-	backend   *backend
-	pinned    bool
-	pinLSN    uint64 // the pin's WAL position, 0 if none
+	// Stream is the request and its answer as the data plane carries
+	// them.
+	http1.Stream
+	rt    *Router
+	idBuf [36]byte // a generated request id
+	// route and routeCleaned are the path as an app may route the raw
+	// target and the cleaned path, when they can differ from path
+	// (appRoute); their buffers are reused.
+	route, routeCleaned []byte
+	routing
+}
+
+// routing is an exchange's own state for one request, zeroed between
+// requests.
+type routing struct {
+	method   string
+	path     string
+	decision Decision
+	backend  *backend
+	pinned   bool
+	pinLSN   uint64 // the pin's WAL position, 0 if none
+	// pinIssued is set when the response carries a new pin; pinReason is
+	// what it carries (stats.PinWAL), or why it is a time pin.
 	pinIssued bool
-	// pinReason is what the issued pin carries (stats.PinWAL), or why it
-	// is a time pin.
 	pinReason string
-	// pinCookie is set when the request carries the pin cookie, valid or
-	// not: the app never sees it.
-	pinCookie bool
 	status    int
-	bytes     int64
-	connect   time.Duration
 
 	code string // error code, empty on success
 	desc string
 
 	// failure is the current attempt's, nil while it has not failed;
 	// failed is the class of the last failed attempt, for the log.
-	failure *failure
+	failure *http1.Error
 	failed  health.Class
 	retries int
-	// attemptStart is when the current attempt began. A read a read-only
-	// app handed back names it, its status and time in the log.
-	attemptStart   time.Time
+	// replayedFrom is the read-only app that handed the request back, with
+	// its answer's status and time, for the log.
 	replayedFrom   *backend
 	replayedStatus int
 	replayedTime   time.Duration
@@ -73,86 +68,37 @@ type exchange struct {
 	// closeClient is set when the client's connection must close after
 	// this response.
 	closeClient bool
-	// sendDeadlineAt is when the client connection's write deadline was
-	// last moved, for CLIENT_SEND_TIMEOUT; zero if never.
-	sendDeadlineAt time.Time
-	// route and routeCleaned are the path as an app may route the raw
-	// target and the cleaned path, when they can differ from path
-	// (appRoute); their buffers are reused.
-	route, routeCleaned []byte
-	// scratch and num are reused buffers for building header values.
-	scratch []byte
-	num     [20]byte
 	// holdsSlot is set while the request holds a PRIMARY_READ_LIMIT slot.
 	holdsSlot bool
 	// counted is set while the request counts in the router's in-flight
 	// requests.
 	counted bool
-
-	// body is the request body when it is kept for a replay.
-	body     []byte
-	buffered bool
-	// bodyDeadlineAt is when the client connection's read deadline was
-	// last moved, for CLIENT_BODY_TIMEOUT; zero if never.
-	bodyDeadlineAt time.Time
-	// relay carries the response body from the upstream to the client.
-	relay relay
-	// alive is the client connection's liveness check, made once per
-	// pooled exchange.
-	alive liveness
 }
 
-func (rt *Router) newExchange(ctx *fasthttp.RequestCtx) *exchange {
+func (rt *Router) newExchange() *exchange {
 	ex, _ := rt.exchanges.Get().(*exchange)
 	if ex == nil {
 		ex = &exchange{rt: rt}
-		ex.relay.ex = ex
-		ex.alive.init()
+		rt.proxy.Init(&ex.Stream, func(err error) { rt.delivered(ex, err) })
 	}
-	// The server read the clock as the request's head came in.
-	ex.ctx, ex.start = ctx, ctx.Time()
-	ex.method = view(ctx.Method())
-	ex.path = view(ctx.Path())
 	return ex
 }
 
-// identify names the request: by the front router's X-Request-Id, or a new
-// id.
-func (ex *exchange) identify() {
-	ex.requestID = view(ex.head.requestID)
-	if !validRequestID(ex.requestID) {
-		newRequestID(&ex.idBuf)
-		ex.requestID = view(ex.idBuf[:])
-	}
-}
-
-func (rt *Router) release(ex *exchange) {
-	body, scratch, alive := ex.body[:0], ex.scratch[:0], ex.alive
-	route, routeCleaned := ex.route[:0], ex.routeCleaned[:0]
-	answer, head := ex.answer, ex.head
-	answer.reset()
-	head.reset()
-	*ex = exchange{rt: rt, body: body, scratch: scratch, alive: alive, answer: answer, head: head, route: route,
-		routeCleaned: routeCleaned}
-	ex.relay.ex = ex
+// recycle returns an exchange to the pool, keeping its buffers.
+func (rt *Router) recycle(ex *exchange) {
+	ex.Stream.Reset()
+	ex.route, ex.routeCleaned = ex.route[:0], ex.routeCleaned[:0]
+	ex.routing = routing{}
 	rt.exchanges.Put(ex)
 }
-
-// view returns b as a string without copying. The string is valid while b
-// is: for request bytes, until the request is finished.
-func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
-
-// clientGone reports whether the client has left: it closed or half-closed
-// its connection.
-func (ex *exchange) clientGone() bool { return !ex.alive.check(ex.ctx.Conn()) }
 
 // pin sets the pin cookie on a response from the primary when the request
 // was a write, or when the app asks for one with "X-Router-Pin: <duration>".
 // "X-Router-Pin: skip" suppresses it. The header is the router's to consume:
 // the client never sees it.
 func (ex *exchange) pin() {
-	h := &ex.ctx.Response.Header
-	directive := view(ex.answer.pin)
+	h := &ex.Ctx.Response.Header
+	directive := view.String(ex.Directives.Pin)
 	if ex.backend == nil || ex.backend.up.Role != health.Primary {
 		return
 	}
@@ -190,7 +136,7 @@ func (ex *exchange) pin() {
 		return
 	}
 	h.Add("Set-Cookie", ex.rt.pinner.SetCookieValue(token, ttl, ex.isHTTPS()))
-	h.Set(PinTokenHeader, token)
+	h.Set(http1.PinTokenHeader, token)
 	ex.pinIssued = true
 }
 
@@ -226,21 +172,22 @@ func (rt *Router) currentLSN() (uint64, string) {
 // isHTTPS reports whether the client reached the router, or the front
 // router before it, over HTTPS: the pin cookie is then Secure.
 func (ex *exchange) isHTTPS() bool {
-	if ex.ctx.IsTLS() {
+	if ex.Ctx.IsTLS() {
 		return true
 	}
 	// Schemes compare case-insensitively (RFC 9110 §4.2.3); behind a chain
 	// of proxies the first value is the client's.
-	proto, _, _ := strings.Cut(view(ex.head.forwardedProto), ",")
+	proto, _, _ := strings.Cut(view.String(ex.Head.ForwardedProto), ",")
 	return strings.EqualFold(strings.TrimSpace(proto), "https")
 }
 
-// fail writes a short plain-text error naming the request id, in place of
-// anything an upstream sent. It never includes Go error text or upstream
-// addresses.
-func (rt *Router) fail(ex *exchange, status int, code, desc string) {
+// writeError writes the router's own answer: a short plain-text error
+// naming the request id, in place of anything an upstream sent. It is the
+// one place the router writes one, and it never includes Go error text or
+// upstream addresses.
+func (rt *Router) writeError(ex *exchange, status int, code, desc string) {
 	ex.status, ex.code, ex.desc = status, code, desc
-	resp := &ex.ctx.Response
+	resp := &ex.Ctx.Response
 	resp.Reset()
 	if ex.closeClient {
 		resp.Header.SetConnectionClose()
@@ -248,59 +195,9 @@ func (rt *Router) fail(ex *exchange, status int, code, desc string) {
 	resp.SetStatusCode(status)
 	resp.Header.SetContentType("text/plain; charset=utf-8")
 	resp.Header.Set("X-Content-Type-Options", "nosniff")
-	resp.Header.Set("X-Request-Id", ex.requestID)
-	for _, s := range [...]string{http.StatusText(status), ": ", desc, " (request_id=", ex.requestID, ")\n"} {
+	resp.Header.Set("X-Request-Id", ex.RequestID)
+	for _, s := range [...]string{http.StatusText(status), ": ", desc, " (request_id=", ex.RequestID, ")\n"} {
 		resp.AppendBodyString(s)
 	}
-	ex.bytes = int64(len(resp.Body()))
-}
-
-// validRequestID applies Heroku's rule for X-Request-Id: 20 to 200
-// characters of A-Z a-z 0-9 + / = -.
-func validRequestID(id string) bool {
-	if len(id) < 20 || len(id) > 200 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// newRequestID writes a random UUID-shaped id into s. The bits come from
-// math/rand/v2's generator (ChaCha8, seeded by the runtime): ids that
-// never repeat in practice, at a fraction of crypto/rand's cost per
-// request. A request id names a request in logs; it is no secret.
-func newRequestID(s *[36]byte) {
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
-	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
-	b[6] = b[6]&0x0f | 0x40 // version 4
-	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-}
-
-// clientIP returns the client connection's address without its port. It
-// is worked out once per request: the log line and X-Forwarded-For both
-// need it.
-func (ex *exchange) clientIP() []byte {
-	if ex.ip == nil {
-		if a, ok := ex.ctx.RemoteAddr().(*net.TCPAddr); ok {
-			ex.ip = a.AddrPort().Addr().Unmap().AppendTo(ex.ipBuf[:0])
-		} else {
-			ex.ip = append(ex.ipBuf[:0], ex.ctx.RemoteAddr().String()...)
-		}
-	}
-	return ex.ip
+	ex.Bytes = int64(len(resp.Body()))
 }

@@ -2,11 +2,12 @@ package router
 
 import (
 	"errors"
-	"github.com/splitapp/router/stats"
 	"net/http"
 	"time"
 
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/http1"
+	"github.com/splitapp/router/stats"
 )
 
 // This file is the failure policy: what a failed attempt means, whom it
@@ -23,15 +24,6 @@ import (
 //	client        never: 400, 408, or 499 and the connection cut  never
 //
 // The primary is never ejected passively (see health.RecordFailure).
-
-// failure is a failed attempt: its class and the error behind it.
-type failure struct {
-	class health.Class
-	err   error
-}
-
-func (f *failure) Error() string { return f.class.String() + ": " + f.err.Error() }
-func (f *failure) Unwrap() error { return f.err }
 
 // errMidBody stands for a response body cut short, by the upstream or the
 // client.
@@ -53,6 +45,7 @@ var (
 	verdictBodyTimeout = verdict{http.StatusRequestTimeout, stats.CodeClientTimeout, "request body stalled for CLIENT_BODY_TIMEOUT", ""}
 	verdictClientGone  = verdict{statusClientClosed, stats.CodeClientGone, "client left before the response", ""}
 	verdictNoPrimary   = verdict{http.StatusServiceUnavailable, stats.CodeUnavailable, "primary unavailable", "5"}
+	verdictAllDown     = verdict{http.StatusServiceUnavailable, stats.CodeUnavailable, "no upstream available", "5"}
 	verdictBusy        = verdict{http.StatusServiceUnavailable, stats.CodeUnavailable, "primary busy with fallback reads", "1"}
 )
 
@@ -62,15 +55,13 @@ func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 	f := ex.failure
 	ex.failure = nil
 	var replay *replayRequest
-	if errors.As(f.err, &replay) {
+	if errors.As(f.Err, &replay) {
 		// Not the replica's failure: the app wrote, or would have. The
 		// route is learned, so the next such read goes to the primary at
 		// once.
-		ex.replayedFrom, ex.replayedStatus, ex.replayedTime = ex.backend, replay.status, time.Since(ex.attemptStart)
+		ex.replayedFrom, ex.replayedStatus, ex.replayedTime = ex.backend, replay.status, time.Since(ex.AttemptStart)
 		if replay.readError {
-			if ev, changed := ex.backend.up.RecordResponse(replay.status); changed {
-				rt.onEvent(ev)
-			}
+			rt.recordResponse(ex.backend, replay.status)
 		}
 		rt.learned.learn(ex.method, ex.path)
 		if !rt.primary.up.Available() {
@@ -79,16 +70,16 @@ func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 		ex.decision.Role, ex.decision.Reason, ex.decision.Pin = health.Primary, stats.ReasonReplay, true
 		return rt.primary, verdict{}
 	}
-	ex.failed = f.class
-	rt.recordFailure(ex.backend, f)
+	ex.failed = f.Class
+	rt.recordFailure(ex.backend, f.Class, f.Err)
 
-	switch f.class {
+	switch f.Class {
 	case health.Client:
-		var be *clientBodyError
+		var be *http1.BodyError
 		switch {
-		case errors.As(f.err, &be) && be.malformed():
+		case errors.As(f.Err, &be) && be.Malformed():
 			return nil, verdictBadBody
-		case be != nil && isTimeout(be.err):
+		case be != nil && be.Stalled():
 			return nil, verdictBodyTimeout
 		}
 		return nil, verdictClientGone
@@ -97,7 +88,7 @@ func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 		// multiply its load and the client's wait.
 		return nil, verdictTimeout
 	case health.BadResponse:
-		if errors.Is(f.err, errResponseHeadTooLarge) {
+		if errors.Is(f.Err, http1.ErrResponseHeadTooLarge) {
 			return nil, verdictHeadTooBig
 		}
 		return nil, verdictMalformed
@@ -110,14 +101,32 @@ func (rt *Router) failover(ex *exchange) (*backend, verdict) {
 		}
 		return nil, verdictUnreachable
 	}
+	if ex.decision.Reason == stats.ReasonPinned && next.up.Role == health.Replica {
+		// The primary failed a pinned read: availability over
+		// read-your-writes, as while the primary is down.
+		ex.decision.Reason = stats.ReasonPrimaryDown
+	}
 	ex.retries++
 	return next, verdict{}
 }
 
-// recordFailure counts a failure against b and reports any ejection.
-func (rt *Router) recordFailure(b *backend, f *failure) {
-	if ev, changed := b.up.RecordFailure(f.class, f.err.Error()); changed {
-		rt.onEvent(ev)
+// respond writes the router's own answer, when no upstream's came through.
+// A client that has gone gets none: its connection is cut, so that a
+// failed request can never read as an empty 200.
+func (rt *Router) respond(ex *exchange, v verdict) {
+	if v.status == statusClientClosed {
+		ex.status, ex.code, ex.desc = statusClientClosed, stats.CodeClientGone, verdictClientGone.desc
+		ex.Ctx.Conn().Close()
+		return
+	}
+	if v.status == http.StatusBadRequest || v.status == http.StatusRequestTimeout {
+		// What is left of the client's body can no longer be told from a
+		// next request.
+		ex.closeClient = true
+	}
+	rt.writeError(ex, v.status, v.code, v.desc)
+	if v.retryAfter != "" {
+		ex.Ctx.Response.Header.Set("Retry-After", v.retryAfter)
 	}
 }
 
@@ -135,8 +144,7 @@ const maxRetries = 2
 // When the spillover guard keeps the read off the primary, refused is its
 // answer.
 func (rt *Router) retryTarget(ex *exchange) (next *backend, refused verdict) {
-	h := &ex.ctx.Request.Header
-	if ex.retries >= maxRetries || !IsSafe(ex.method) || requestBodyLength(h) != 0 || ex.head.isUpgrade() {
+	if ex.retries >= maxRetries || !IsSafe(ex.method) || ex.BodyLength != 0 || ex.Upgrading {
 		return nil, verdict{}
 	}
 	switch {
@@ -161,7 +169,6 @@ func (rt *Router) retryTarget(ex *exchange) (next *backend, refused verdict) {
 		}
 	case ex.decision.Reason == stats.ReasonPinned:
 		if b := rt.replicas.pick(nil); b != nil {
-			ex.decision.Reason = stats.ReasonPrimaryDown
 			return b, verdict{}
 		}
 	}

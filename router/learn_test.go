@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/splitapp/router/internal/view"
 )
 
 func TestLearnedRoutesExpireAndStayBounded(t *testing.T) {
@@ -71,7 +73,7 @@ func TestLearnedRoutesKeepTheirOwnKeys(t *testing.T) {
 	t.Parallel()
 	l := newLearnedRoutes(time.Minute)
 	buf := []byte("GET/logout")
-	l.learn(view(buf[:3]), view(buf[3:]))
+	l.learn(view.String(buf[:3]), view.String(buf[3:]))
 	copy(buf, "PUT/lo9out")
 	if l.find("GET", "/logout") == nil {
 		t.Error("the learned route changed with the buffer it was read from")

@@ -2,11 +2,12 @@ package router
 
 import (
 	"bytes"
-	"net/http"
 	"path"
 	"strings"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/splitapp/router/internal/view"
 )
 
 // isAdminPath reports whether a path is the router's own. Repeated slashes,
@@ -29,131 +30,33 @@ func hasAdminPrefix(p string) bool {
 		(len(p) == len(prefix) || p[len(prefix)] == '/')
 }
 
-// Limits on request heads, like Heroku's router's.
-const (
-	// MaxHeaderLine is the longest request line or header line accepted.
-	MaxHeaderLine = 8 << 10
-	// MaxHeaderBlock is the largest request head accepted, for
-	// http.Server.MaxHeaderBytes.
-	MaxHeaderBlock = 64 << 10
-)
-
-// requestHead is what the router reads from a request's headers: views of
-// their values, valid while the request is.
-type requestHead struct {
-	requestID, connection, upgrade, pinToken []byte
-	forwardedFor, forwardedProto, start      []byte
-	// connections holds every Connection header's tokens, joined, when
-	// there is more than one: each names hop-by-hop headers (RFC 9110
-	// §7.6.1). It is the head's own buffer, reused across requests.
-	connections []byte
+// isRouterPath reports whether a request is for the router's own paths,
+// in any of the views an app might take of its target: fasthttp's cleaned
+// path, the raw one, and the raw one as an app routes it (appRoute). So
+// /_router/ is never proxied however it is spelled.
+func isRouterPath(ctx *fasthttp.RequestCtx) bool {
+	raw := rawPath(ctx)
+	if isAdminPath(view.String(ctx.Path())) || isAdminPath(raw) {
+		return true
+	}
+	var buf [128]byte
+	if route := appRoute(raw, buf[:0]); len(route) > 0 && isAdminPath(view.String(route)) {
+		return true
+	}
+	route := appRoute(view.String(ctx.Path()), buf[:0])
+	return len(route) > 0 && isAdminPath(view.String(route))
 }
 
-func (rh *requestHead) reset() {
-	*rh = requestHead{connections: rh.connections[:0]}
-}
-
-// scanRequest reads the headers the router acts on, in one pass, and
-// applies the rules fasthttp's server does not: a request line over 8 KB
-// gets 414, a header line over 8 KB gets 431, and 400 goes to a * target
-// with any method but OPTIONS, a header name with a space in it, and a
-// Transfer-Encoding other than chunked.
-func scanRequest(ctx *fasthttp.RequestCtx, rh *requestHead) (status int, desc string) {
-	h := &ctx.Request.Header
-	uri := h.RequestURI()
-	if string(uri) == "*" && !h.IsOptions() {
-		// Asterisk-form is only for a server-wide OPTIONS (RFC 9112 §3.2.4).
-		return http.StatusBadRequest, "the * request target is only for OPTIONS"
-	}
-	if len(h.Method())+len(uri)+len(" HTTP/1.1") > MaxHeaderLine {
-		return http.StatusRequestURITooLong, "request line longer than 8 KB"
-	}
-	if h.ContentLength() != -1 && unframedTransferEncoding(h.RawHeaders()) {
-		// fasthttp drops "Transfer-Encoding: identity" and reads no body,
-		// so what the client sent as one would become its next request.
-		// Every reference server refuses it (RFC 9112 §6.1 knows only
-		// chunked as the final coding of a request).
-		return http.StatusBadRequest, "Transfer-Encoding other than chunked"
-	}
-	for k, v := range h.All() {
-		if len(k)+2+len(v) > MaxHeaderLine {
-			return http.StatusRequestHeaderFieldsTooLarge, "header line longer than 8 KB"
-		}
-		if bytes.IndexByte(k, ' ') >= 0 {
-			// fasthttp's scanner lets a space inside a name through; an app
-			// behind the router may read "Content Length: 5" as framing, or
-			// refuse it and read on from the wrong place (RFC 9110 §5.1:
-			// a field name is a token).
-			return http.StatusBadRequest, "a header name contains a space"
-		}
-		var field *[]byte
-		switch view(k) {
-		case "X-Request-Id":
-			field = &rh.requestID
-		case "Connection":
-			// Every Connection header counts, not only the first: each
-			// names headers that end at the router.
-			if rh.connection != nil {
-				if len(rh.connections) == 0 {
-					rh.connections = append(rh.connections, rh.connection...)
-				}
-				rh.connections = append(append(rh.connections, ','), v...)
-				rh.connection = rh.connections
-				continue
-			}
-			field = &rh.connection
-		case "Upgrade":
-			field = &rh.upgrade
-		case PinTokenHeader:
-			field = &rh.pinToken
-		case "X-Forwarded-For":
-			field = &rh.forwardedFor
-		case "X-Forwarded-Proto":
-			field = &rh.forwardedProto
-		case "X-Request-Start":
-			field = &rh.start
-		default:
-			continue
-		}
-		if *field == nil {
-			*field = v // the first, as Peek would
+// rawPath is the request target's path as the client sent it, before
+// fasthttp cleaned it.
+func rawPath(ctx *fasthttp.RequestCtx) string {
+	uri := view.String(ctx.Request.Header.RequestURI())
+	for i := 0; i < len(uri); i++ {
+		if uri[i] == '?' {
+			return uri[:i]
 		}
 	}
-	return 0, ""
-}
-
-// unframedTransferEncoding reports whether a raw request head carries a
-// Transfer-Encoding header. It is asked only of requests fasthttp did not
-// read as chunked, where any Transfer-Encoding is one fasthttp dropped.
-// Only lines that start with the name's first letter are compared.
-func unframedTransferEncoding(raw []byte) bool {
-	const name = "transfer-encoding:"
-	for len(raw) > len(name) {
-		if raw[0]|0x20 == 't' && bytes.EqualFold(raw[:len(name)], []byte(name)) {
-			return true
-		}
-		i := bytes.IndexByte(raw, '\n')
-		if i < 0 {
-			return false
-		}
-		raw = raw[i+1:]
-	}
-	return false
-}
-
-// isUpgrade reports whether the request asks to switch protocols.
-func (rh *requestHead) isUpgrade() bool {
-	return len(rh.upgrade) > 0 && hasToken(rh.connection, "upgrade")
-}
-
-// requestBodyLength is a request's declared body length: its
-// Content-Length, -1 for a chunked body, 0 for none (which fasthttp tells
-// as -2).
-func requestBodyLength(h *fasthttp.RequestHeader) int {
-	if n := h.ContentLength(); n >= -1 {
-		return n
-	}
-	return 0
+	return uri
 }
 
 // appRoute writes to dst the path an app would route from the raw request

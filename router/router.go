@@ -4,24 +4,24 @@ package router
 
 import (
 	"context"
-	"crypto/tls"
-	"fmt"
+	"encoding/binary"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/splitapp/router/cookie"
 	"github.com/splitapp/router/health"
+	"github.com/splitapp/router/http1"
+	"github.com/splitapp/router/internal/view"
 	"github.com/splitapp/router/stats"
 )
 
@@ -106,8 +106,9 @@ type Options struct {
 	ReplayLearnTTL time.Duration
 }
 
-// Router is an http.Handler that splits traffic between the primary and the
-// replicas. It keeps no per-client state: the pin lives in the client's
+// Router decides where each request of a split app goes, and carries it
+// there and its answer back over its Proxy; Handle is its fasthttp
+// handler. It keeps no per-client state: the pin lives in the client's
 // signed cookie, so any number of router processes can run side by side.
 type Router struct {
 	primary            *backend
@@ -115,11 +116,10 @@ type Router struct {
 	pinner             *cookie.Pinner
 	pinTTL             time.Duration
 	rules              Rules
-	admin              http.Handler
+	admin              fasthttp.RequestHandler
 	accessLog          *accessLog
 	logger             *slog.Logger
-	transport          *transport
-	preserveHost       bool
+	proxy              *http1.Proxy
 	exchanges          sync.Pool
 	onEvent            func(health.Event)
 	onRequest          func(stats.Sample)
@@ -128,12 +128,9 @@ type Router struct {
 	onPinnedWait       func()
 	inflight           atomic.Int64
 	primaryReadPercent int
-	clientSendTimeout  time.Duration
-	clientBodyTimeout  time.Duration
 	lsnPinTTL          time.Duration
 	replayReadErrors   bool
 	learned            *learnedRoutes
-	tunnels            tunnels
 	// fallbackSlots is a semaphore of PrimaryReadLimit slots; nil when the
 	// spillover guard is off.
 	fallbackSlots chan struct{}
@@ -146,11 +143,8 @@ const fallbackWait = time.Second
 
 // backend is an upstream and where its requests go.
 type backend struct {
-	up  *health.Upstream
-	key connKey
-	// prefix is the upstream URL's path, put before each request's path;
-	// empty for a URL without one.
-	prefix string
+	up     *health.Upstream
+	target *http1.Target
 }
 
 // New returns a Router.
@@ -159,7 +153,6 @@ func New(o Options) *Router {
 		pinner:             o.Pinner,
 		pinTTL:             o.PinTTL,
 		rules:              o.Rules,
-		admin:              o.Admin,
 		logger:             o.Logger,
 		onEvent:            o.OnEvent,
 		onRequest:          o.OnRequest,
@@ -167,7 +160,8 @@ func New(o Options) *Router {
 		lsn:                o.LSN,
 		onPinnedWait:       o.OnPinnedWait,
 		primaryReadPercent: o.PrimaryReadPercent,
-		preserveHost:       o.PreserveHost,
+		lsnPinTTL:          max(o.LSNPinTTL, o.PinTTL),
+		replayReadErrors:   o.ReplayReadErrors,
 	}
 	if rt.onEvent == nil {
 		rt.onEvent = func(health.Event) {}
@@ -187,30 +181,31 @@ func New(o Options) *Router {
 	if rt.logger == nil {
 		rt.logger = slog.Default()
 	}
-	if rt.admin == nil {
-		rt.admin = healthOnly
+	admin := o.Admin
+	if admin == nil {
+		admin = healthOnly
 	}
+	rt.admin = fasthttpadaptor.NewFastHTTPHandler(admin)
 	w := o.AccessLog
 	if w == nil {
 		w = os.Stdout
 	}
 	rt.accessLog = newAccessLog(w, o.JSONLogs)
-	rt.transport = newTransport(o.ConnectTimeout, o.UpstreamTimeout, o.TLSInsecureSkipVerify)
-	rt.transport.sendTimeout = o.UpstreamSendTimeout
-	rt.clientSendTimeout = o.ClientSendTimeout
-	rt.clientBodyTimeout = o.ClientBodyTimeout
-	rt.lsnPinTTL = max(o.LSNPinTTL, o.PinTTL)
-	rt.replayReadErrors = o.ReplayReadErrors
+	rt.proxy = http1.New(http1.Options{
+		ConnectTimeout:        o.ConnectTimeout,
+		ResponseHeaderTimeout: o.UpstreamTimeout,
+		UpstreamSendTimeout:   o.UpstreamSendTimeout,
+		ClientSendTimeout:     o.ClientSendTimeout,
+		ClientBodyTimeout:     o.ClientBodyTimeout,
+		TLSInsecureSkipVerify: o.TLSInsecureSkipVerify,
+		PreserveHost:          o.PreserveHost,
+	})
 	if o.ReplayLearnTTL > 0 {
 		rt.learned = newLearnedRoutes(o.ReplayLearnTTL)
 	}
 	health.ShareEjections(o.Replicas)
 	newBackend := func(up *health.Upstream) *backend {
-		return &backend{
-			up:     up,
-			key:    connKey{up.URL.Scheme, up.URL.Host},
-			prefix: strings.TrimSuffix(up.URL.EscapedPath(), "/"),
-		}
+		return &backend{up: up, target: http1.NewTarget(up.URL)}
 	}
 	rt.primary = newBackend(o.Primary)
 	members := make([]*backend, len(o.Replicas))
@@ -229,40 +224,12 @@ func (rt *Router) LearnedRoutes() []stats.LearnedRoute { return rt.learned.snaps
 func (rt *Router) Inflight() int64 { return rt.inflight.Load() }
 
 // Close releases idle upstream connections.
-func (rt *Router) Close() { rt.transport.CloseIdleConnections() }
+func (rt *Router) Close() { rt.proxy.CloseIdleConnections() }
 
 // CloseTunnels closes every upgraded connection (WebSocket), and any that
 // opens from now on, and returns how many were open. Shutdown calls it:
 // such a connection has no end a drain could wait for.
-func (rt *Router) CloseTunnels() int { return rt.tunnels.closeAll() }
-
-func newTransport(connectTimeout, upstreamTimeout time.Duration, insecureSkipVerify bool) *transport {
-	return &transport{
-		// Dialled directly: HTTP_PROXY in the environment never reroutes
-		// requests to the upstreams.
-		dialer: &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second},
-		tlsConfig: &tls.Config{
-			InsecureSkipVerify: insecureSkipVerify,
-			// Sessions are resumed: a new connection to an app (after it
-			// restarted, or once the pool went idle) costs an abbreviated
-			// handshake, not a full one with its signature and
-			// certificate check. One entry per app's host name.
-			ClientSessionCache: tls.NewLRUClientSessionCache(tlsSessionCacheSize),
-			// Classical key exchange, as HAProxy and nginx (OpenSSL 3.0)
-			// offer it: Go's default post-quantum hybrid (X25519MLKEM768)
-			// added about a millisecond to every new connection on this
-			// project's VM, client and app side together, which is most
-			// of a resumed handshake.
-			CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256},
-		},
-		tlsHandshakeTimeout:   connectTimeout,
-		responseHeaderTimeout: upstreamTimeout,
-		// Many idle connections per upstream, so that bursts do not pay for
-		// new TCP and TLS handshakes; dropped after 90 s unused.
-		maxIdlePerHost: 512,
-		idleTimeout:    90 * time.Second,
-	}
-}
+func (rt *Router) CloseTunnels() int { return rt.proxy.CloseTunnels() }
 
 // healthOnly answers the router's own paths when no admin handler is
 // given: /_router/health, and nothing else.
@@ -274,339 +241,134 @@ var healthOnly = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, "404 Not Found: no such router endpoint", http.StatusNotFound)
 })
 
-// tlsSessionCacheSize bounds the TLS sessions kept: one per HTTPS app's
-// host, and a router has a handful of apps.
-const tlsSessionCacheSize = 64
+// Handle serves one request: the router's own paths (/_router/) by the
+// admin handler, and every other request by proxying it (serve).
+func (rt *Router) Handle(ctx *fasthttp.RequestCtx) {
+	if !isRouterPath(ctx) {
+		rt.serve(ctx)
+		return
+	}
+	if n := ctx.Request.Header.ContentLength(); n > 0 || n == -1 {
+		// The adaptor reads a whole body into memory before the token is
+		// checked; no endpoint of the router's takes one, so none is read.
+		ex := rt.newExchange()
+		ex.Ctx, ex.closeClient = ctx, true
+		ex.identify()
+		rt.writeError(ex, http.StatusRequestEntityTooLarge, stats.CodeClientError,
+			"the router's own endpoints take no request body")
+		rt.recycle(ex)
+		return
+	}
+	rt.admin(ctx)
+}
 
-// serve routes and proxies one request in three steps, as one loop:
-// decide once, into a plan (the first backend); send, and on failure let
-// the failure policy (failover.go) record the evidence and name the next
-// backend, or none; then answer. The exchange is finished when the last
-// byte of the response is out, which for a streamed body is after serve
-// has returned.
+// serve routes and proxies one request, in one loop: admit it; plan where
+// it goes first; attempt the round trip there and, on failure, let the
+// failure policy (failover.go) record the evidence and name the next
+// backend, or none; then deliver the response, or answer in its place.
+// The exchange is finished once the last byte of the response is out,
+// which for a streamed body is after serve has returned (delivered).
 func (rt *Router) serve(ctx *fasthttp.RequestCtx) {
-	ex := rt.newExchange(ctx)
+	ex := rt.newExchange()
 	defer func() {
 		if v := recover(); v != nil {
 			rt.recovered(ex, v)
 		}
 	}()
-	if status, desc := scanRequest(ctx, &ex.head); status != 0 {
-		// The head cannot be trusted to say where the request ends:
-		// nothing after it on the connection is read.
-		ex.identify()
-		ex.closeClient = true
-		rt.fail(ex, status, stats.CodeClientError, desc)
-		rt.release(ex)
+	if !rt.admit(ex, ctx) {
+		rt.recycle(ex)
 		return
 	}
-	h := &ctx.Request.Header
-	if h.ContentLength() == -1 {
-		// A chunked request may have come with a Content-Length as well,
-		// the shape of request smuggling (RFC 9112 §6.1): nothing
-		// pipelined behind it is read. (fasthttp refuses HTTP/1.0 with
-		// Transfer-Encoding itself.)
-		ctx.SetConnectionClose()
-	}
-	if string(h.RequestURI()) == "*" {
-		// A server-wide OPTIONS (scanRequest refused * with any other
-		// method) asks about the router, which answers it.
-		ctx.Response.Header.Set("Allow", allowedMethods)
-		rt.release(ex)
-		return
-	}
-	if h.IsConnect() {
-		ctx.Response.Header.Set("Allow", allowedMethods)
-		ctx.Error("405 Method Not Allowed: the router does not tunnel CONNECT", http.StatusMethodNotAllowed)
-		rt.release(ex)
-		return
-	}
-	if requestBodyLength(h) != 0 {
-		// The head timeout is over: a body streams at the client's pace,
-		// within CLIENT_BODY_TIMEOUT of no progress.
-		if rt.clientBodyTimeout > 0 {
-			ex.extendBodyDeadline()
-		} else {
-			ctx.Conn().SetReadDeadline(time.Time{})
-		}
-	}
-	rt.inflight.Add(1)
-	ex.counted = true
-	ex.identify()
-	ex.closeClient = ctx.Response.Header.ConnectionClose()
-
 	b, refused := rt.plan(ex)
-	injectPanic(ctx, "serve")
+	http1.InjectPanic(ctx, "serve")
 	for b != nil {
-		rt.send(ex, b)
-		if ex.failure == nil {
-			if !ex.relay.streaming {
-				rt.finish(ex, ex.relay.err())
-			}
+		if c := rt.attempt(ex, b); c != nil {
+			rt.deliver(ex, c)
 			return
 		}
 		b, refused = rt.failover(ex)
 	}
-	rt.answer(ex, refused)
+	rt.respond(ex, refused)
 	rt.finish(ex, nil)
+}
+
+// admit starts a request. One whose head cannot be proxied, or that is for
+// the router itself (OPTIONS *, CONNECT), is answered here, and false
+// returned; any other counts as in flight from now until it is finished.
+func (rt *Router) admit(ex *exchange, ctx *fasthttp.RequestCtx) bool {
+	status, desc := rt.proxy.Admit(&ex.Stream, ctx)
+	ex.method, ex.path = view.String(ctx.Method()), view.String(ctx.Path())
+	ex.identify()
+	h := &ctx.Request.Header
+	switch {
+	case status != 0:
+		// The head cannot be trusted to say where the request ends:
+		// nothing after it on the connection is read.
+		ex.closeClient = true
+		rt.writeError(ex, status, stats.CodeClientError, desc)
+		return false
+	case string(h.RequestURI()) == "*":
+		// A server-wide OPTIONS (Admit refused * with any other method)
+		// asks about the router, which answers it.
+		ctx.Response.Header.Set("Allow", allowedMethods)
+		return false
+	case h.IsConnect():
+		rt.writeError(ex, http.StatusMethodNotAllowed, stats.CodeClientError, "the router does not tunnel CONNECT")
+		ctx.Response.Header.Set("Allow", allowedMethods)
+		return false
+	}
+	rt.inflight.Add(1)
+	ex.counted = true
+	ex.closeClient = ctx.Response.Header.ConnectionClose()
+	return true
 }
 
 // allowedMethods is the Allow header of the router's own answers.
 const allowedMethods = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
 
-// plan decides where the request goes first, or the answer when nowhere
-// can take it.
-func (rt *Router) plan(ex *exchange) (*backend, verdict) {
-	h := &ex.ctx.Request.Header
-	pin, pinned := rt.pinFromCookies(ex)
-	if !pinned {
-		if token := ex.head.pinToken; len(token) > 0 {
-			pin, pinned = rt.pinner.Verify(view(token))
-		}
+// identify names the request: by the front router's X-Request-Id, or a new
+// id.
+func (ex *exchange) identify() {
+	id := ex.Head.RequestID
+	if !validRequestID(id) {
+		newRequestID(&ex.idBuf)
+		id = ex.idBuf[:]
 	}
-	ex.pinned, ex.pinLSN = pinned, pin.LSN
-	path := ex.path
-	if len(rt.rules.PrimaryPaths)+len(rt.rules.ReadPaths) > 0 {
-		// Apps may route the raw target otherwise than fasthttp cleaned
-		// it: a parameter-stripped or escaped-slash view of it, and of the
-		// cleaned path (an escaped ';' is a literal one there).
-		ex.route = appRoute(rawPath(ex.ctx), ex.route)
-		ex.routeCleaned = appRoute(ex.path, ex.routeCleaned)
-		path = rt.rules.routingPath(ex.method, ex.path, view(ex.route), view(ex.routeCleaned))
-	}
-	in := Input{
-		Method:       ex.method,
-		Path:         path,
-		Upgrade:      ex.head.isUpgrade(),
-		Pinned:       ex.pinned,
-		PrimaryUp:    rt.primary.up.Available(),
-		PrimaryShare: rt.primaryReadPercent > 0 && rand.IntN(100) < rt.primaryReadPercent,
-	}
-	// Only a read can go to a replica. For one, pick the replica with the
-	// decision's inputs, so that the decision never names a replica that
-	// has left rotation since; a write leaves the round-robin alone.
-	var caughtUp, replica *backend
-	var learned *learnedRoute
-	if IsSafe(ex.method) || rt.rules.ReadPaths.Match(ex.method, path) {
-		if pin.LSN > 0 {
-			if caughtUp = rt.replicas.pickCaughtUp(pin.LSN, nil); caughtUp == nil {
-				rt.onPinnedWait()
-			}
-		}
-		if !pinned || caughtUp == nil {
-			replica = rt.replicas.pick(nil)
-		}
-		if IsSafe(ex.method) {
-			learned = rt.learned.find(ex.method, ex.path)
-		}
-	}
-	in.CaughtUp, in.Learned = caughtUp != nil, learned != nil
-	in.ReplicaUp = replica != nil || caughtUp != nil
-	ex.decision = rt.rules.Decide(in)
-	if ex.decision.Reason == stats.ReasonLearned {
-		learned.served.Add(1)
-	}
-
-	var b *backend
-	switch {
-	case ex.decision.Refuse:
-		if ex.decision.Reason == stats.ReasonPrimaryDown {
-			return nil, verdictNoPrimary
-		}
-		return nil, verdict{http.StatusServiceUnavailable, stats.CodeUnavailable, "no upstream available", "5"}
-	case ex.decision.Reason == stats.ReasonCaughtUp:
-		b = caughtUp
-	case ex.decision.Role == health.Replica:
-		if b = replica; b == nil {
-			b = caughtUp
-		}
-	default:
-		b = rt.primary
-	}
-	if ex.decision.Reason == stats.ReasonNoReplica {
-		if v, ok := rt.admitFallback(ex); !ok {
-			return nil, v
-		}
-	}
-	if n := h.ContentLength(); b.up.Role == health.Replica && n > 0 && n <= replayBodyLimit {
-		if f := bufferBody(ex); f != nil {
-			ex.backend, ex.failure = b, f
-			return rt.failover(ex)
-		}
-	}
-	return b, verdict{}
+	ex.RequestID = view.String(id)
 }
 
-// pinFromCookies returns the pin in the request's cookies. Every cookie of
-// the name is tried: a junk one placed first (a sibling subdomain's, or a
-// stale path's) must not hide a valid pin behind it. A request without the
-// cookie costs no allocation.
-func (rt *Router) pinFromCookies(ex *exchange) (cookie.Pin, bool) {
-	name := rt.pinner.Name()
-	for k, v := range ex.ctx.Request.Header.Cookies() {
-		if view(k) != name {
-			continue
-		}
-		ex.pinCookie = true
-		if pin, ok := rt.pinner.Verify(view(v)); ok {
-			return pin, true
+// validRequestID applies Heroku's rule for X-Request-Id: 20 to 200
+// characters of A-Z a-z 0-9 + / = -.
+func validRequestID(id []byte) bool {
+	if len(id) < 20 || len(id) > 200 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=' || c == '-') {
+			return false
 		}
 	}
-	return cookie.Pin{}, false
+	return true
 }
 
-// answer writes the router's own answer, when no upstream's came through.
-// A client that has gone gets none: its connection is cut, so that a
-// failed request can never read as an empty 200.
-func (rt *Router) answer(ex *exchange, v verdict) {
-	if v.status == statusClientClosed {
-		ex.status, ex.code, ex.desc = statusClientClosed, stats.CodeClientGone, verdictClientGone.desc
-		ex.ctx.Conn().Close()
-		return
-	}
-	if v.status == http.StatusBadRequest || v.status == http.StatusRequestTimeout {
-		// What is left of the client's body can no longer be told from a
-		// next request.
-		ex.closeClient = true
-	}
-	rt.fail(ex, v.status, v.code, v.desc)
-	if v.retryAfter != "" {
-		ex.ctx.Response.Header.Set("Retry-After", v.retryAfter)
-	}
-}
-
-// admitFallback applies the spillover guard to a read that falls back to
-// the primary: when PRIMARY_READ_LIMIT such reads are in flight it waits
-// briefly for a slot, then refuses with 503. Without replicas configured
-// there is no fallback and no limit. When it refuses, v is the answer.
-func (rt *Router) admitFallback(ex *exchange) (v verdict, ok bool) {
-	if rt.fallbackSlots == nil || len(rt.replicas.members) == 0 || ex.holdsSlot {
-		return verdict{}, true
-	}
-	select {
-	case rt.fallbackSlots <- struct{}{}:
-	default:
-		timer := time.NewTimer(fallbackWait)
-		defer timer.Stop()
-		select {
-		case rt.fallbackSlots <- struct{}{}:
-		case <-timer.C:
-			return verdictBusy, false
-		}
-	}
-	ex.holdsSlot = true
-	return verdict{}, true
-}
-
-// finish records the exchange once its response is out, or has failed,
-// and returns it to the pool. err is the error that cut the response body
-// short: the upstream's, or the client's. A response cut short leaves the
-// client's connection closed, so the client sees an error, never a short
-// body as whole; the line is logged as an error and the blame placed.
-func (rt *Router) finish(ex *exchange, err error) {
-	if ex.holdsSlot {
-		<-rt.fallbackSlots
-	}
-	if ex.begun != nil {
-		ex.begun.up.End()
-	}
-	if ex.backend != nil && ex.code == "" {
-		switch {
-		case err == nil:
-		case ex.relay.upErr != nil:
-			ex.failed = health.Aborted
-			ex.code, ex.desc = stats.CodeUpstreamAborted, "upstream connection ended mid-response; client connection closed"
-			rt.recordFailure(ex.backend, &failure{ex.failed, errMidBody})
-		default:
-			ex.failed = health.Client
-			ex.code, ex.desc = stats.CodeClientGone, "client left mid-response"
-			if isTimeout(err) {
-				ex.desc = "client stopped reading for CLIENT_SEND_TIMEOUT"
-			}
-			rt.recordFailure(ex.backend, &failure{ex.failed, errMidBody})
-		}
-	}
-	if ex.code == "" && ex.status != 0 && ex.backend != nil {
-		// The whole response came through: the upstream answered.
-		if ev, changed := ex.backend.up.RecordResponse(ex.status); changed {
-			rt.onEvent(ev)
-		}
-	}
-	rt.record(ex)
-	rt.release(ex)
-}
-
-// recovered handles a panic while serving ex. It is a bug, but one
-// request's: fasthttp's server does not recover, and the process would
-// take every other request down with it, as net/http's server does not. The
-// panic is logged with the request id and its stack and counted, the
-// client's connection is closed, and the exchange abandoned: nothing half
-// done goes back to a pool.
-func (rt *Router) recovered(ex *exchange, v any) {
-	rt.logger.Error("panic serving a request; connection closed", "request_id", ex.requestID,
-		"method", ex.method, "path", ex.path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-	rt.onPanic()
-	ex.ctx.SetConnectionClose()
-	ex.ctx.Conn().Close()
-	rt.abandon(ex)
-}
-
-// abandon gives back what an exchange holds, without logging it or
-// pooling it.
-func (rt *Router) abandon(ex *exchange) {
-	if pc := ex.relay.pc; pc != nil {
-		pc.conn.Close()
-		ex.relay.pc = nil
-	}
-	if ex.holdsSlot {
-		<-rt.fallbackSlots
-		ex.holdsSlot = false
-	}
-	if ex.begun != nil {
-		ex.begun.up.End()
-		ex.begun = nil
-	}
-	if ex.counted {
-		rt.inflight.Add(-1)
-		ex.counted = false
-	}
-}
-
-// record logs a finished exchange and reports it to OnRequest.
-func (rt *Router) record(ex *exchange) {
-	rt.inflight.Add(-1)
-	ex.counted = false
-	end := time.Now()
-	service := end.Sub(ex.start)
-	rt.accessLog.write(ex, service)
-	s := stats.Sample{
-		Method:    methodName(ex.method),
-		Upstream:  stats.UpstreamNone,
-		Reason:    ex.decision.Reason,
-		Read:      IsSafe(ex.method),
-		Pinned:    ex.pinned,
-		PinIssued: ex.pinIssued,
-		PinReason: ex.pinReason,
-		Status:    ex.status,
-		Code:      ex.code,
-		Retries:   ex.retries,
-		Service:   service,
-		End:       end,
-	}
-	if ex.backend != nil {
-		s.Upstream = ex.backend.up.Role.String()
-	}
-	rt.onRequest(s)
-}
-
-// methodName returns a method for keeping past the request: the constant
-// for a standard one, so that counting it allocates nothing.
-func methodName(m string) string {
-	for _, std := range [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
-		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace} {
-		if m == std {
-			return std
-		}
-	}
-	return strings.Clone(m)
+// newRequestID writes a random UUID-shaped id into s. The bits come from
+// math/rand/v2's generator (ChaCha8, seeded by the runtime): ids that
+// never repeat in practice, at a fraction of crypto/rand's cost per
+// request. A request id names a request in logs; it is no secret.
+func newRequestID(s *[36]byte) {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +34,14 @@ type recordingApp struct {
 	seen, bad []string
 }
 
+// connectionEnded reports whether err is the connection ending or breaking
+// under a request, as opposed to bytes that do not parse as one.
+func connectionEnded(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 func startRecordingApp(t testing.TB) *recordingApp {
 	a := &recordingApp{}
 	a.ln = serveRaw(t, a.serve)
@@ -43,7 +53,7 @@ func (a *recordingApp) serve(c net.Conn) {
 	for {
 		req, err := http.ReadRequest(br)
 		if err != nil {
-			if err != io.EOF && !isConnectionError(err) {
+			if !connectionEnded(err) {
 				a.mu.Lock()
 				a.bad = append(a.bad, err.Error())
 				a.mu.Unlock()

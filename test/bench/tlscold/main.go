@@ -21,16 +21,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +35,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/splitapp/router/test/bench/selfsigned"
 )
 
 func main() {
@@ -80,9 +77,47 @@ func run(rounds, burst int) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	cert, err := selfSigned()
+	a, upstream, stopApp, err := startApp()
 	if err != nil {
 		return err
+	}
+	defer stopApp()
+	l := &launcher{work: work, targets: map[string]string{}}
+	defer l.stop()
+	if err := l.startAll(upstream); err != nil {
+		return err
+	}
+	b := &bench{targets: l.targets, burst: burst,
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: burst, DisableCompression: true}, Timeout: 30 * time.Second}}
+	for n := range l.targets {
+		b.names = append(b.names, n)
+	}
+	slices.Sort(b.names)
+	for _, n := range b.names { // warm: every proxy holds a session
+		for range 3 {
+			if _, err := b.get(n); err != nil {
+				return err
+			}
+		}
+	}
+	a.mu.Lock()
+	clear(a.full)
+	clear(a.resumed)
+	a.mu.Unlock()
+	single, p99s, err := b.measure(rounds)
+	if err != nil {
+		return err
+	}
+	b.report(a, rounds, single, p99s)
+	return nil
+}
+
+// startApp starts the HTTPS app and returns it, its address, and what
+// stops it.
+func startApp() (*app, string, func(), error) {
+	cert, err := selfsigned.Certificate()
+	if err != nil {
+		return nil, "", nil, err
 	}
 	a := &app{full: map[string]int{}, resumed: map[string]int{}}
 	body := make([]byte, 128)
@@ -109,89 +144,89 @@ func run(rounds, burst int) error {
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return nil, "", nil, err
 	}
 	go srv.ServeTLS(ln, "", "")
-	defer srv.Close()
-	upstream := ln.Addr().String()
+	return a, ln.Addr().String(), func() { srv.Close() }, nil
+}
 
-	targets, stop, err := startTargets(work, upstream)
-	defer stop()
+// bench is the client side: the targets by name, and the client that
+// asks them.
+type bench struct {
+	targets map[string]string
+	names   []string
+	client  *http.Client
+	burst   int
+}
+
+// get makes one request through a target and returns how long it took.
+func (b *bench) get(target string) (time.Duration, error) {
+	req, _ := http.NewRequest("GET", b.targets[target]+"/", nil)
+	req.Header.Set("X-Bench-Target", target)
+	start := time.Now()
+	resp, err := b.client.Do(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: burst, DisableCompression: true}, Timeout: 30 * time.Second}
-	get := func(target string) (time.Duration, error) {
-		req, _ := http.NewRequest("GET", targets[target]+"/", nil)
-		req.Header.Set("X-Bench-Target", target)
-		start := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return 0, fmt.Errorf("%s: status %d", target, resp.StatusCode)
-		}
-		return time.Since(start), nil
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("%s: status %d", target, resp.StatusCode)
 	}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range targets {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	for _, n := range names { // warm: every proxy holds a session
-		for range 3 {
-			if _, err := get(n); err != nil {
-				return err
-			}
-		}
-	}
-	a.mu.Lock()
-	clear(a.full)
-	clear(a.resumed)
-	a.mu.Unlock()
+	return time.Since(start), nil
+}
 
-	single := map[string][]time.Duration{}
-	p99s := map[string][]time.Duration{}
+// measure runs the rounds: in each, every target in rotating order gets
+// one request after its pool went idle, then a burst after it went idle
+// again. It returns each target's single-request times and burst p99s.
+func (b *bench) measure(rounds int) (single, p99s map[string][]time.Duration, err error) {
+	single, p99s = map[string][]time.Duration{}, map[string][]time.Duration{}
 	for r := range rounds {
-		order := append(append([]string{}, names[r%len(names):]...), names[:r%len(names)]...)
+		order := append(append([]string{}, b.names[r%len(b.names):]...), b.names[:r%len(b.names)]...)
 		for _, n := range order {
 			time.Sleep(idleClose * 3 / 2) // the app closes every idle connection
-			d, err := get(n)
+			d, err := b.get(n)
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
 			single[n] = append(single[n], d)
 		}
 		for _, n := range order {
 			time.Sleep(idleClose * 3 / 2)
-			var mu sync.Mutex
-			var lat []time.Duration
-			var wg sync.WaitGroup
-			end := time.Now().Add(time.Second)
-			for range burst {
-				wg.Go(func() {
-					for time.Now().Before(end) {
-						d, err := get(n)
-						if err != nil {
-							log.Print(err)
-							return
-						}
-						mu.Lock()
-						lat = append(lat, d)
-						mu.Unlock()
-					}
-				})
-			}
-			wg.Wait()
-			slices.Sort(lat)
-			p99s[n] = append(p99s[n], lat[len(lat)*99/100])
+			p99s[n] = append(p99s[n], b.burstP99(n))
 		}
 	}
+	return single, p99s, nil
+}
+
+// burstP99 runs a 1 s burst of b.burst clients through a target and
+// returns its 99th percentile latency.
+func (b *bench) burstP99(target string) time.Duration {
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	end := time.Now().Add(time.Second)
+	for range b.burst {
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				d, err := b.get(target)
+				if err != nil {
+					log.Print(err)
+					return
+				}
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	return lat[len(lat)*99/100]
+}
+
+// report prints the table and the router's ratios to HAProxy and nginx.
+func (b *bench) report(a *app, rounds int, single, p99s map[string][]time.Duration) {
 	median := func(ds []time.Duration) time.Duration {
 		s := slices.Clone(ds)
 		slices.Sort(s)
@@ -199,18 +234,18 @@ func run(rounds, burst int) error {
 	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Microseconds())/1000) }
 	fmt.Printf("\nHTTPS app; %d rounds; the app closes idle connections after %s\n\n", rounds, idleClose)
-	fmt.Println("| target | one request after idle, ms (median) | 1 s burst at c" + fmt.Sprint(burst) + " after idle, p99 ms (median) | full handshakes | resumed |")
+	fmt.Println("| target | one request after idle, ms (median) | 1 s burst at c" + fmt.Sprint(b.burst) + " after idle, p99 ms (median) | full handshakes | resumed |")
 	fmt.Println("|---|---|---|---|---|")
-	for _, n := range names {
+	for _, n := range b.names {
 		a.mu.Lock()
 		full, resumed := a.full[n], a.resumed[n]
 		a.mu.Unlock()
 		fmt.Printf("| %s | %s | %s | %d | %d |\n", n, ms(median(single[n])), ms(median(p99s[n])), full, resumed)
 	}
-	if _, ok := targets["haproxy"]; ok {
+	if _, ok := b.targets["haproxy"]; ok {
 		fmt.Println()
 		for _, ref := range []string{"haproxy", "nginx"} {
-			if _, ok := targets[ref]; !ok {
+			if _, ok := b.targets[ref]; !ok {
 				continue
 			}
 			fmt.Printf("router / %s: one request %.2fx, burst p99 %.2fx\n", ref,
@@ -218,59 +253,84 @@ func run(rounds, burst int) error {
 				float64(median(p99s["router"]))/float64(median(p99s[ref])))
 		}
 	}
-	return nil
 }
 
-// startTargets runs the router and, where installed, HAProxy and nginx,
-// each in front of upstream over HTTPS, and returns their URLs.
-func startTargets(work, upstream string) (map[string]string, func(), error) {
-	var cmds []*exec.Cmd
-	stop := func() {
-		for _, c := range cmds {
-			c.Process.Kill()
-			c.Wait()
-		}
+// launcher runs the proxies under test, each in front of the app over
+// HTTPS, and keeps their URLs by name.
+type launcher struct {
+	work    string
+	cmds    []*exec.Cmd
+	targets map[string]string
+}
+
+func (l *launcher) stop() {
+	for _, c := range l.cmds {
+		c.Process.Kill()
+		c.Wait()
 	}
-	targets := map[string]string{}
-	start := func(name string, port int, cmd *exec.Cmd) error {
-		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		cmds = append(cmds, cmd)
-		url := fmt.Sprintf("http://127.0.0.1:%d", port)
-		for range 100 {
-			if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-				c.Close()
-				targets[name] = url
-				return nil
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		return fmt.Errorf("%s did not come up", name)
+}
+
+// start runs cmd and waits for it to listen on port.
+func (l *launcher) start(name string, port int, cmd *exec.Cmd) error {
+	if cmd.Stdout == nil {
+		cmd.Stdout = io.Discard
 	}
-	bin := filepath.Join(work, "router")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	l.cmds = append(l.cmds, cmd)
+	for range 100 {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			l.targets[name] = fmt.Sprintf("http://127.0.0.1:%d", port)
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not come up", name)
+}
+
+// startAll runs the router and, where installed, HAProxy and nginx.
+func (l *launcher) startAll(upstream string) error {
+	bin := filepath.Join(l.work, "router")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
-		return nil, stop, fmt.Errorf("building the router (run from the repository's root): %w", err)
+		return fmt.Errorf("building the router (run from the repository's root): %w", err)
 	}
 	port, err := freePort()
 	if err != nil {
-		return nil, stop, err
+		return err
 	}
 	router := exec.Command(bin)
 	router.Env = []string{"PATH=" + os.Getenv("PATH"), fmt.Sprintf("PORT=%d", port), "PRIMARY_URL=https://" + upstream,
 		"COOKIE_SECRET=tlscold-secret-0123456789abcdef0123456789", "UPSTREAM_TLS_INSECURE_SKIP_VERIFY=true",
 		"HEALTH_CHECK_INTERVAL=1h", "LOG_LEVEL=warn"}
-	router.Stdout = io.Discard
-	if err := start("router", port, router); err != nil {
-		return nil, stop, err
+	if err := l.start("router", port, router); err != nil {
+		return err
 	}
 	if _, err := exec.LookPath("haproxy"); err == nil {
 		port, _ := freePort()
-		cfg := filepath.Join(work, "haproxy.cfg")
-		os.WriteFile(cfg, fmt.Appendf(nil, `global
+		cfg := filepath.Join(l.work, "haproxy.cfg")
+		os.WriteFile(cfg, fmt.Appendf(nil, haproxyConfig, port, upstream), 0o644)
+		if err := l.start("haproxy", port, exec.Command("haproxy", "-db", "-f", cfg)); err != nil {
+			return err
+		}
+	}
+	if _, err := exec.LookPath("nginx"); err == nil {
+		port, _ := freePort()
+		cfg := filepath.Join(l.work, "nginx.conf")
+		os.WriteFile(cfg, fmt.Appendf(nil, nginxConfig, l.work, upstream, port), 0o644)
+		if err := l.start("nginx", port, exec.Command("nginx", "-c", cfg, "-p", l.work)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// haproxyConfig takes the port to listen on and the app's address.
+const haproxyConfig = `global
   nbthread 1
 defaults
   mode http
@@ -284,15 +344,11 @@ frontend f
   default_backend b
 backend b
   server u %s ssl verify none
-`, port, upstream), 0o644)
-		if err := start("haproxy", port, exec.Command("haproxy", "-db", "-f", cfg)); err != nil {
-			return nil, stop, err
-		}
-	}
-	if _, err := exec.LookPath("nginx"); err == nil {
-		port, _ := freePort()
-		cfg := filepath.Join(work, "nginx.conf")
-		os.WriteFile(cfg, fmt.Appendf(nil, `worker_processes 1;
+`
+
+// nginxConfig takes the working directory, the app's address and the port
+// to listen on.
+const nginxConfig = `worker_processes 1;
 pid %[1]s/nginx.pid;
 error_log %[1]s/nginx-error.log;
 daemon off;
@@ -311,13 +367,7 @@ http {
     }
   }
 }
-`, work, upstream, port), 0o644)
-		if err := start("nginx", port, exec.Command("nginx", "-c", cfg, "-p", work)); err != nil {
-			return nil, stop, err
-		}
-	}
-	return targets, stop, nil
-}
+`
 
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -326,25 +376,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// selfSigned makes an RSA-2048 certificate for 127.0.0.1, the key size
-// *.herokuapp.com uses: its signature is most of a full handshake's cost.
-func selfSigned() (tls.Certificate, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

@@ -1,22 +1,18 @@
 // Command upstream is the origin the router's benchmark puts behind it: GET
 // answers a fixed 128-byte body, POST reads and discards its body first;
-// over HTTPS with -tls. Standard library only, loopback only.
+// over HTTPS with -tls. Standard library only, but for the benchmarks'
+// certificate; loopback only.
 package main
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"flag"
 	"io"
 	"log"
-	"math/big"
-	"net"
 	"net/http"
 	"strconv"
-	"time"
+
+	"github.com/splitapp/router/test/bench/selfsigned"
 )
 
 func main() {
@@ -38,7 +34,7 @@ func main() {
 	if !*useTLS {
 		log.Fatal(srv.ListenAndServe())
 	}
-	cert, err := selfSigned()
+	cert, err := selfsigned.Certificate()
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -47,23 +43,4 @@ func main() {
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
 	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	log.Fatal(srv.ListenAndServeTLS("", ""))
-}
-
-func selfSigned() (tls.Certificate, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

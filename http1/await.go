@@ -1,4 +1,4 @@
-package router
+package http1
 
 import (
 	"errors"
@@ -30,20 +30,20 @@ var errNotQuiet = errors.New("idle connection closed by the upstream or out of s
 
 // canAwaitHead reports whether the connection's socket can be reached,
 // which headWait needs.
-func (pc *pconn) canAwaitHead() bool { return pc.rawConn != nil }
+func (c *Conn) canAwaitHead() bool { return c.rawConn != nil }
 
 // awaitSocket is the socket under a TLS connection to an app: the record
 // crypto/tls writes while the connection awaits a head is written and its
 // answer awaited in one pass (writeAwait), as on plain TCP.
 type awaitSocket struct {
 	net.Conn
-	pc *pconn
+	c *Conn
 }
 
 func (s *awaitSocket) Write(p []byte) (int, error) {
-	if s.pc != nil && s.pc.awaitHead {
-		s.pc.awaitHead = false
-		return s.pc.writeAwait(p)
+	if s.c != nil && s.c.awaitHead {
+		s.c.awaitHead = false
+		return s.c.writeAwait(p)
 	}
 	return s.Conn.Write(p)
 }
@@ -53,10 +53,10 @@ func (s *awaitSocket) Write(p []byte) (int, error) {
 // returns the bytes written; an error is the write's (errNotQuiet when the
 // look before it failed). A deadline that passes while waiting is no
 // error: the read that follows meets it.
-func (pc *pconn) writeAwait(head []byte) (int, error) {
-	pc.hw = headWait{head: head, check: pc.checkFirst, afterCheck: pc.afterCheck}
-	pc.rawConn.Read(pc.headWaitFn)
-	hw := &pc.hw
+func (c *Conn) writeAwait(head []byte) (int, error) {
+	c.hw = headWait{head: head, check: c.checkFirst, afterCheck: c.afterCheck}
+	c.rawConn.Read(c.headWaitFn)
+	hw := &c.hw
 	switch {
 	case hw.notQuiet:
 		return 0, errNotQuiet
@@ -67,10 +67,10 @@ func (pc *pconn) writeAwait(head []byte) (int, error) {
 	if n < len(head) {
 		// The socket took only part: the rest the usual way, under the
 		// send deadline.
-		if pc.sendTimeout > 0 {
-			pc.raw.SetWriteDeadline(time.Now().Add(pc.sendTimeout))
+		if c.sendTimeout > 0 {
+			c.raw.SetWriteDeadline(time.Now().Add(c.sendTimeout))
 		}
-		m, err := pc.raw.Write(head[n:])
+		m, err := c.raw.Write(head[n:])
 		n += m
 		if err != nil {
 			return n, err
@@ -88,7 +88,6 @@ type headWait struct {
 	err      error
 	notQuiet bool
 	waiting  bool
-	probe    [1]byte
 	// afterCheck, if set, runs between the look and the write: tests
 	// close the connection there.
 	afterCheck func()
@@ -100,12 +99,9 @@ func (hw *headWait) step(fd uintptr) bool {
 	if hw.waiting {
 		return true
 	}
-	if hw.check {
-		n, _, err := recvfromRetry(int(fd), hw.probe[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if !(n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)) {
-			hw.notQuiet = true // data, or the end of the stream
-			return true
-		}
+	if hw.check && peekSocket(fd) != socketQuiet {
+		hw.notQuiet = true // data, or the end of the stream
+		return true
 	}
 	if hw.afterCheck != nil {
 		hw.afterCheck()
@@ -127,21 +123,12 @@ func (hw *headWait) step(fd uintptr) bool {
 	return false
 }
 
-func recvfromRetry(fd int, p []byte, flags int) (int, syscall.Sockaddr, error) {
-	for {
-		n, from, err := syscall.Recvfrom(fd, p, flags)
-		if err != syscall.EINTR {
-			return n, from, err
-		}
-	}
-}
-
 // awaitDeadline sets the read deadline for writeAwait's wait: the first
 // look at the client, or the answer's deadline if that comes sooner.
-func (pc *pconn) awaitDeadline(now time.Time, responseHeaderTimeout time.Duration) {
+func (c *Conn) awaitDeadline(now time.Time, responseHeaderTimeout time.Duration) {
 	if responseHeaderTimeout > 0 && responseHeaderTimeout < clientCheckEvery {
-		pc.setReadDeadline(now.Add(responseHeaderTimeout))
+		c.setReadDeadline(now.Add(responseHeaderTimeout))
 		return
 	}
-	pc.checkClientBy(now)
+	c.checkClientBy(now)
 }

@@ -1,4 +1,4 @@
-package router
+package http1
 
 import (
 	"context"
@@ -7,11 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // ServerOptions configures the server for the proxied traffic.
@@ -21,52 +19,37 @@ type ServerOptions struct {
 	RequestHeaderTimeout time.Duration
 	// IdleTimeout closes a kept-alive connection idle this long.
 	IdleTimeout time.Duration
-	// Logger receives the server's own messages, at debug level.
+	// Logger receives the server's own messages, at debug level. If nil,
+	// slog.Default().
 	Logger *slog.Logger
+	// OnShutdown, if set, runs as Shutdown begins: the router closes its
+	// tunnels there, which carry no request a drain could wait for.
+	OnShutdown func()
 }
 
-// Server serves the proxied traffic with fasthttp's server: it parses
+// Server serves the clients' connections with fasthttp's server: it parses
 // requests into reused buffers and keeps each connection's state between
 // requests, which is most of what net/http's server spends per request.
-// The router's own paths (/_router/) are served through an adaptor, by the
-// admin's net/http handler.
 type Server struct {
-	fast *fasthttp.Server
-	rt   *Router
+	fast       *fasthttp.Server
+	onShutdown func()
 }
 
-// readBufferSize is each client connection's read buffer, and so the
-// largest request head accepted (431 beyond it, as MaxHeaderBlock says);
-// each line is held to MaxHeaderLine by the router itself.
-const readBufferSize = MaxHeaderBlock
-
-// NewServer returns the server that feeds rt.
-func NewServer(rt *Router, o ServerOptions) *Server {
-	admin := fasthttpadaptor.NewFastHTTPHandler(rt.admin)
+// NewServer returns a server that hands each request to handler.
+func NewServer(handler fasthttp.RequestHandler, o ServerOptions) *Server {
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Server{rt: rt}
+	s := &Server{onShutdown: o.OnShutdown}
 	s.fast = &fasthttp.Server{
-		Handler: func(ctx *fasthttp.RequestCtx) {
-			if isRouterPath(ctx) {
-				if requestBodyLength(&ctx.Request.Header) != 0 {
-					// The adaptor reads a whole body into memory before the
-					// token is checked; no endpoint of the router's takes
-					// one, so none is read.
-					ctx.Error("413 Content Too Large: the router's own endpoints take no request body", fasthttp.StatusRequestEntityTooLarge)
-					ctx.SetConnectionClose()
-					return
-				}
-				admin(ctx)
-				return
-			}
-			rt.serve(ctx)
-		},
-		ReadTimeout:    o.RequestHeaderTimeout,
-		IdleTimeout:    o.IdleTimeout,
-		ReadBufferSize: readBufferSize,
+		Handler:     handler,
+		ReadTimeout: o.RequestHeaderTimeout,
+		IdleTimeout: o.IdleTimeout,
+		// Each client connection's read buffer, and so the largest request
+		// head accepted (431 beyond it); each line is held to
+		// MaxHeaderLine by Proxy.Admit.
+		ReadBufferSize: MaxHeaderBlock,
 		// Bodies stream both ways; their size is the app's to limit. In
 		// streaming mode fasthttp reads min(MaxRequestBodySize, 8 KB) of a
 		// body before the handler runs, and streams the rest whatever its
@@ -89,42 +72,15 @@ func NewServer(rt *Router, o ServerOptions) *Server {
 	return s
 }
 
-// isRouterPath reports whether a request is for the router's own paths,
-// in any of the views an app might take of its target: fasthttp's cleaned
-// path, the raw one, and the raw one as an app routes it (appRoute). So
-// /_router/ is never proxied however it is spelled.
-func isRouterPath(ctx *fasthttp.RequestCtx) bool {
-	raw := rawPath(ctx)
-	if isAdminPath(view(ctx.Path())) || isAdminPath(raw) {
-		return true
-	}
-	var buf [128]byte
-	if route := appRoute(raw, buf[:0]); len(route) > 0 && isAdminPath(view(route)) {
-		return true
-	}
-	route := appRoute(view(ctx.Path()), buf[:0])
-	return len(route) > 0 && isAdminPath(view(route))
-}
-
-// rawPath is the request target's path as the client sent it, before
-// fasthttp cleaned it.
-func rawPath(ctx *fasthttp.RequestCtx) string {
-	uri := view(ctx.Request.Header.RequestURI())
-	for i := 0; i < len(uri); i++ {
-		if uri[i] == '?' {
-			return uri[:i]
-		}
-	}
-	return uri
-}
-
 // Serve serves connections from ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.fast.Serve(ln) }
 
-// Shutdown stops accepting connections, closes upgraded ones, and waits,
-// until ctx is done, for the requests in flight to finish.
+// Shutdown stops accepting connections, runs OnShutdown, and waits, until
+// ctx is done, for the requests in flight to finish.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.rt.CloseTunnels()
+	if s.onShutdown != nil {
+		s.onShutdown()
+	}
 	return s.fast.ShutdownWithContext(ctx)
 }
 
@@ -136,43 +92,6 @@ func (f fastLogger) Printf(format string, args ...any) {
 	if f.l.Enabled(context.Background(), slog.LevelDebug) {
 		f.l.Debug("server", "msg", fmt.Sprintf(format, args...))
 	}
-}
-
-// liveness checks whether a client is still there: one non-blocking peek
-// at its socket. No data and no EOF means the client is waiting; data
-// (a pipelined request) means it is there; EOF or an error means it left
-// or half-closed its connection.
-type liveness struct {
-	buf   [1]byte
-	alive bool
-	peek  func(fd uintptr)
-}
-
-func (l *liveness) init() {
-	l.peek = func(fd uintptr) {
-		n, _, err := syscall.Recvfrom(int(fd), l.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		l.alive = n > 0 || n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-	}
-}
-
-// check reports whether the client on c is still there. A connection whose
-// socket cannot be reached is taken to be.
-func (l *liveness) check(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	l.alive = true
-	// Control, not Read: a read deadline set on the connection must not
-	// fail the check.
-	if err := raw.Control(l.peek); err != nil {
-		return false
-	}
-	return l.alive
 }
 
 // LimitListener returns a listener that holds at most n connections open
@@ -235,15 +154,6 @@ const lingerDrain = 500 * time.Millisecond
 
 // unreadInput reports whether bytes the client sent wait unread on c.
 func unreadInput(c *net.TCPConn) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var buf [1]byte
-	has := false
-	raw.Control(func(fd uintptr) {
-		n, _, _ := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		has = n > 0
-	})
-	return has
+	var p probe
+	return p.lookAt(c) == socketData
 }

@@ -1,7 +1,6 @@
-package router
+package http1
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"runtime/debug"
@@ -9,53 +8,51 @@ import (
 	"time"
 )
 
-// upgrade hands the client's connection over to the upgraded protocol
+// tunnel hands the client's connection over to the upgraded protocol
 // (WebSocket): once the 101 is relayed, bytes are copied both ways. A side
 // that finishes sending is half-closed on the other (CloseWrite), as
 // httputil's copier does, and the tunnel ends when both directions have.
 // Writes that make no progress for CLIENT_SEND_TIMEOUT (to the client) or
 // UPSTREAM_SEND_TIMEOUT (to the app) end it too, and so does shutdown. The
-// exchange is finished then.
-func (rt *Router) upgrade(ex *exchange, pc *pconn) {
-	pc.setReadDeadline(time.Time{})
-	ex.relay.streaming = true
-	head := append([]byte(nil), ex.ctx.Response.Header.Header()...)
-	ex.ctx.HijackSetNoResponse(true)
-	ex.ctx.Hijack(func(c net.Conn) {
+// stream's done is told then.
+func (p *Proxy) tunnel(s *Stream, c *Conn) {
+	c.setReadDeadline(time.Time{})
+	head := append([]byte(nil), s.Ctx.Response.Header.Header()...)
+	s.Ctx.HijackSetNoResponse(true)
+	s.Ctx.Hijack(func(hijacked net.Conn) {
 		// fasthttp's hijacked connection reads what the client sent after
 		// its request first; its Close does nothing, so the socket itself
 		// is what is half-closed and closed.
-		client := c
-		if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok {
+		client := hijacked
+		if u, ok := hijacked.(interface{ UnsafeConn() net.Conn }); ok {
 			client = u.UnsafeConn()
 		}
-		tun := rt.tunnels.add(client, pc.conn)
+		tun := p.tunnels.add(client, c.conn)
+		var panicked error
 		defer func() {
 			if v := recover(); v != nil {
-				rt.logger.Error("panic in an upgraded connection; closed", "request_id", ex.requestID,
-					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-				rt.onPanic()
+				panicked = &PanicError{Where: "in an upgraded connection", Value: v, Stack: debug.Stack()}
 			}
-			rt.tunnels.remove(tun)
+			p.tunnels.remove(tun)
 			client.Close()
-			pc.conn.Close()
-			rt.finish(ex, nil)
+			c.conn.Close()
+			s.done(panicked)
 		}()
-		toClient := &stallWriter{conn: client, timeout: rt.clientSendTimeout}
+		toClient := &stallWriter{conn: client, timeout: p.clientSendTimeout}
 		if _, err := toClient.Write(head); err != nil {
 			return
 		}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			io.Copy(&stallWriter{conn: pc.conn, timeout: rt.transport.sendTimeout}, c)
-			closeWrite(pc.conn)
+			io.Copy(&stallWriter{conn: c.conn, timeout: p.transport.sendTimeout}, hijacked)
+			closeWrite(c.conn)
 		}()
-		if _, err := io.Copy(toClient, pc.br); err != nil {
+		if _, err := io.Copy(toClient, c.br); err != nil {
 			// The client stopped reading, or went: nothing more can reach
 			// it, and nothing it sends has anywhere to go.
 			client.Close()
-			pc.conn.Close()
+			c.conn.Close()
 		} else {
 			// The app has finished: the client hears so, and has a moment
 			// to finish its side too.

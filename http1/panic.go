@@ -1,9 +1,9 @@
 //go:build !routerpanic
 
-package router
+package http1
 
 import "github.com/valyala/fasthttp"
 
-// injectPanic is a no-op; the routerpanic build tag makes it panic on
+// InjectPanic is a no-op; the routerpanic build tag makes it panic on
 // request, so an end-to-end test can see that a panic costs one request.
-func injectPanic(*fasthttp.RequestCtx, string) {}
+func InjectPanic(*fasthttp.RequestCtx, string) {}
