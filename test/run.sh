@@ -26,6 +26,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 	echo "test/run.sh: installing ${missing[*]}"
 	sudo=""
 	[ "$(id -u)" -ne 0 ] && sudo="sudo"
+	# An install cut short earlier leaves dpkg refusing every other until
+	# it is finished; finishing it is a no-op otherwise.
+	DEBIAN_FRONTEND=noninteractive $sudo dpkg --configure -a
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
