@@ -458,24 +458,20 @@ func isVariableName(s string) bool {
 
 // FollowerVariable returns the variable the database URL of the follower
 // behind replica i came from.
-func (c *Config) FollowerVariable(i int) string {
-	switch len(c.ReplicaDatabaseVars) {
-	case 0:
-		return ""
-	case 1:
-		return c.ReplicaDatabaseVars[0]
-	}
-	return c.ReplicaDatabaseVars[i]
-}
+func (c *Config) FollowerVariable(i int) string { return followerEntry(c.ReplicaDatabaseVars, i) }
 
 // FollowerURL returns the database URL of the follower behind replica i,
 // or "" when followers are not configured.
-func (c *Config) FollowerURL(i int) string {
-	switch len(c.ReplicaDatabaseURLs) {
+func (c *Config) FollowerURL(i int) string { return followerEntry(c.ReplicaDatabaseURLs, i) }
+
+// followerEntry is replica i's entry in a list given once for all replicas
+// (one follower behind every replica) or once per replica.
+func followerEntry(list []string, i int) string {
+	switch len(list) {
 	case 0:
 		return ""
 	case 1:
-		return c.ReplicaDatabaseURLs[0]
+		return list[0]
 	}
-	return c.ReplicaDatabaseURLs[i]
+	return list[i]
 }
