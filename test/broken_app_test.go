@@ -74,14 +74,14 @@ func answerEach(c net.Conn, count *connCounter, answer func(n int, req *http.Req
 	}
 }
 
-// ownAnswers sends n requests, each waiting gap after the last, and fails
-// the test for every answer that is not the one the app gave to that
-// request: the app puts the request id in each body.
-func ownAnswers(t *testing.T, rt *routerProc, method string, n int, gap time.Duration) {
+// ownAnswers sends n requests, calling between (if set) before each after
+// the first, and fails the test for every answer that is not the one the
+// app gave to that request: the app puts the request id in each body.
+func ownAnswers(t *testing.T, rt *routerProc, method string, n int, between func()) {
 	t.Helper()
 	for i := range n {
-		if i > 0 {
-			time.Sleep(gap) // the app's stray bytes arrive in this gap
+		if i > 0 && between != nil {
+			between()
 		}
 		resp, body, id := do(t, method, rt.URL+"/items", nil, nil)
 		if answerTo := resp.Header.Get("X-Answer-To"); answerTo != "" {
@@ -103,52 +103,71 @@ func response(body string) string {
 
 // TestStrayBytesNeverReachAnotherClient: an app that writes more than its
 // answer poisons the connection it wrote on. Each case sends one request at
-// a time, a moment apart (the stray bytes arrive in between, as they would
-// from a broken app), and every client must get its own answer: the app
-// names the request id in each.
+// a time, the next once the app has written its stray bytes (as a broken
+// app would, between two requests), and every client must get its own
+// answer: the app names the request id in each.
 func TestStrayBytesNeverReachAnotherClient(t *testing.T) {
 	t.Parallel()
 	stray := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
-	// later writes the stray bytes a moment after the answer, as their own
-	// segment: they are not in the router's buffer when it reads the answer.
-	later := func(c net.Conn, b string) { time.AfterFunc(5*time.Millisecond, func() { io.WriteString(c, b) }) }
-	bodiless := func(c net.Conn, status string, req *http.Request) string {
-		later(c, stray)
+	// An answer returns what the app writes at once; it may call later to
+	// write more after a moment, as its own segment, so that it is not in
+	// the router's buffer when the router reads the answer.
+	type later func(after time.Duration, b string)
+	bodiless := func(status string, req *http.Request, later later) string {
+		later(5*time.Millisecond, stray)
 		return "HTTP/1.1 " + status + "\r\nX-Answer-To: " + req.Header.Get("X-Request-Id") + "\r\n\r\n"
 	}
 	cases := []struct {
 		name, method string
-		answer       func(c net.Conn, req *http.Request) string
+		answer       func(req *http.Request, later later) string
 	}{
-		{"a second response 15 ms after the first", "GET", func(c net.Conn, req *http.Request) string {
-			time.AfterFunc(15*time.Millisecond, func() { io.WriteString(c, stray) })
+		{"a second response 15 ms after the first", "GET", func(req *http.Request, later later) string {
+			later(15*time.Millisecond, stray)
 			return response(withID("hello", req))
 		}},
-		{"a body after 204", "GET", func(c net.Conn, req *http.Request) string { return bodiless(c, "204 No Content", req) }},
-		{"a body after 304", "GET", func(c net.Conn, req *http.Request) string { return bodiless(c, "304 Not Modified", req) }},
-		{"a body after a HEAD's answer", "HEAD", func(c net.Conn, req *http.Request) string {
-			later(c, stray)
+		{"a body after 204", "GET", func(req *http.Request, later later) string { return bodiless("204 No Content", req, later) }},
+		{"a body after 304", "GET", func(req *http.Request, later later) string { return bodiless("304 Not Modified", req, later) }},
+		{"a body after a HEAD's answer", "HEAD", func(req *http.Request, later later) string {
+			later(5*time.Millisecond, stray)
 			return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Answer-To: " + req.Header.Get("X-Request-Id") + "\r\n\r\n"
 		}},
-		{"a body after a HEAD's answer, in one write", "HEAD", func(c net.Conn, req *http.Request) string {
+		{"a body after a HEAD's answer, in one write", "HEAD", func(req *http.Request, later later) string {
+			later(0, "") // nothing more: the stray body is in the answer's write
 			return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Answer-To: " + req.Header.Get("X-Request-Id") + "\r\n\r\nhello"
 		}},
-		{"Content-Length counted in characters", "GET", func(c net.Conn, req *http.Request) string {
+		{"Content-Length counted in characters", "GET", func(req *http.Request, later later) string {
 			// The answer is cut at its Content-Length; the rest is stray.
 			body := withID("answer", req) + " héllo wörld " + stray
 			n := len([]rune(body))
-			later(c, body[n:])
+			later(5*time.Millisecond, body[n:])
 			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", n, body[:n])
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			written := make(chan struct{}, 1)
 			app := rawUpstream(t, func(c net.Conn) {
-				answerEach(c, nil, func(_ int, req *http.Request) string { return tc.answer(c, req) })
+				answerEach(c, nil, func(_ int, req *http.Request) string {
+					return tc.answer(req, func(after time.Duration, b string) {
+						time.AfterFunc(after, func() {
+							io.WriteString(c, b)
+							select {
+							case written <- struct{}{}:
+							default: // after the last request: nobody waits
+							}
+						})
+					})
+				})
 			})
 			rt := startRouter(t, map[string]string{"PRIMARY_URL": app, "COOKIE_SECRET": secret, "HEALTH_CHECK_INTERVAL": "1h"})
-			ownAnswers(t, rt, tc.method, 6, 30*time.Millisecond)
+			ownAnswers(t, rt, tc.method, 6, func() {
+				select {
+				case <-written:
+				case <-time.After(10 * time.Second):
+					t.Fatal("waited 10 s for the app to write its stray bytes")
+				}
+			})
 		})
 	}
 }
@@ -159,6 +178,8 @@ func TestStrayBytesNeverReachAnotherClient(t *testing.T) {
 // answer another client's request.
 func TestPlantedRequestReachesNoOtherClient(t *testing.T) {
 	t.Parallel()
+	planted := "GET /smuggled-by-attacker HTTP/1.1\r\nHost: x\r\n\r\n"
+	answeredPlanted := make(chan struct{}, 1)
 	app := rawUpstream(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
@@ -168,19 +189,28 @@ func TestPlantedRequestReachesNoOtherClient(t *testing.T) {
 			}
 			// The broken part: the body is left where it is.
 			body := "ok " + req.Method + " " + req.URL.Path + " " + req.Header.Get("X-Request-Id")
-			if _, err := io.WriteString(c, response(body)); err != nil {
+			_, err = io.WriteString(c, response(body))
+			if req.URL.Path == "/smuggled-by-attacker" {
+				answeredPlanted <- struct{}{} // written, or the router has closed the connection
+			}
+			if err != nil {
 				return
 			}
 		}
 	})
 	rt := startRouter(t, map[string]string{"PRIMARY_URL": app, "COOKIE_SECRET": secret, "HEALTH_CHECK_INTERVAL": "1h"})
-	planted := "GET /smuggled-by-attacker HTTP/1.1\r\nHost: x\r\n\r\n"
 	for i := range 5 {
 		resp, body, _ := do(t, "POST", rt.URL+"/attack", strings.NewReader(planted), nil)
 		if resp.StatusCode != 200 {
 			t.Fatalf("attacker's POST: %d %q", resp.StatusCode, body)
 		}
-		time.Sleep(20 * time.Millisecond)
+		// The victim comes once the app has answered the planted request
+		// on the attacker's connection.
+		select {
+		case <-answeredPlanted:
+		case <-time.After(10 * time.Second):
+			t.Fatal("waited 10 s for the app to answer the planted request")
+		}
 		// The victim's POST has no body: this app would take any body for
 		// the start of the next request, a desync no proxy can see.
 		resp, body, id := do(t, "POST", rt.URL+"/victim", http.NoBody, nil)
@@ -258,7 +288,7 @@ func TestHTTP10ResponseWithTransferEncodingClosesTheConnection(t *testing.T) {
 		})
 	})
 	rt := startRouter(t, map[string]string{"PRIMARY_URL": app, "COOKIE_SECRET": secret, "HEALTH_CHECK_INTERVAL": "1h"})
-	ownAnswers(t, rt, "GET", 3, 0)
+	ownAnswers(t, rt, "GET", 3, nil)
 	if conns, most := count.counts(); conns != 3 || most != 1 {
 		t.Errorf("the app saw %d connections with up to %d requests each; want 3 with 1 each", conns, most)
 	}
@@ -316,7 +346,9 @@ func TestStrayBytesOverTLS(t *testing.T) {
 	rt := startRouter(t, map[string]string{"PRIMARY_URL": app, "COOKIE_SECRET": secret,
 		"HEALTH_CHECK_INTERVAL": "1h", "UPSTREAM_TLS_INSECURE_SKIP_VERIFY": "true"})
 	for _, gap := range []time.Duration{0, 50 * time.Millisecond, 200 * time.Millisecond} {
-		ownAnswers(t, rt, "GET", 4, gap)
+		// The stray bytes came in the answer's write: the gap is how long
+		// they wait in the buffer, not a wait for them.
+		ownAnswers(t, rt, "GET", 4, func() { time.Sleep(gap) })
 	}
 }
 
@@ -333,7 +365,7 @@ func TestConnectionHeaderCannotUnframeABody(t *testing.T) {
 		})
 	})
 	rt := startRouter(t, map[string]string{"PRIMARY_URL": app, "COOKIE_SECRET": secret, "HEALTH_CHECK_INTERVAL": "1h"})
-	ownAnswers(t, rt, "GET", 3, 0)
+	ownAnswers(t, rt, "GET", 3, nil)
 }
 
 // TestInvalidStatusCodesAre502: a status outside 100-599 is a malformed

@@ -69,6 +69,21 @@ func (c *pgCluster) exec(url, sql string) {
 	}
 }
 
+// waitBehind waits until the standby replays commits made since since
+// more than d after they were made: an apply delay of more than d in
+// effect. (Its last replayed commit alone can be old merely because the
+// primary was idle.)
+func (c *pgCluster) waitBehind(since time.Time, d time.Duration) {
+	c.t.Helper()
+	query := fmt.Sprintf(`SELECT coalesce(pg_last_xact_replay_timestamp() > to_timestamp(%f)
+		AND now() - pg_last_xact_replay_timestamp() > interval '%d milliseconds', false)`,
+		float64(since.UnixMicro())/1e6, d.Milliseconds())
+	waitFor(c.t, fmt.Sprintf("the standby to replay new commits %s late", d), func() bool {
+		var behind bool
+		return queryRow(c.StandbyURL, query, &behind) == nil && behind
+	})
+}
+
 func (c *pgCluster) pool(url string) *pgxpool.Pool {
 	c.t.Helper()
 	pool, err := pgxpool.New(context.Background(), url)

@@ -450,13 +450,19 @@ func TestRails(t *testing.T) {
 		u := newRailsUser(t, rt)
 		email := fmt.Sprintf("lag-%d@example.com", time.Now().UnixNano())
 		_, page, _ := u.get("sign-up form", "/users/sign_up")
+		signedUp := time.Now()
 		_, page, _ = u.submit("sign up", "/users", page, url.Values{"user[email]": {email}, "user[password]": {"secret-123"},
 			"user[password_confirmation]": {"secret-123"}}, "home, signed up")
 		seen := []string{who(page)}
-		time.Sleep(1500 * time.Millisecond) // past PIN_TTL=1s, before the follower has the row
+		// A time pin is a cookie whose Max-Age is PIN_TTL=1s; the jar
+		// drops it then. The follower is 3 s behind: it has no row yet.
+		time.Sleep(time.Until(signedUp.Add(1100 * time.Millisecond)))
 		_, page, _ = u.get("home, past PIN_TTL", "/")
 		seen = append(seen, who(page))
-		time.Sleep(3 * time.Second) // the follower has the row now
+		waitFor(t, "the follower to have the new user", func() bool {
+			var n int
+			return queryRow(pg.StandbyURL, fmt.Sprintf("SELECT count(*)::int FROM users WHERE email = '%s'", email), &n) == nil && n == 1
+		})
 		_, page, _ = u.get("home, the follower caught up", "/")
 		seen = append(seen, who(page))
 		t.Logf("Devise sign-up:\n  %s", strings.Join(u.steps, "\n  "))
@@ -470,9 +476,11 @@ func TestRails(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pg.SetApplyDelay(2 * time.Second)
+		since := time.Now()
 		stop := writeSteadily(t, pg.PrimaryURL) // the delay shows on WAL written from now on
 		defer stop()
-		time.Sleep(500 * time.Millisecond)
+		pg.waitBehind(since, 2500*time.Millisecond) // the 3 s delay, not the 2 s before it
+
 		withURLs := signUp(t, router(withKit, true))
 		timePins := signUp(t, router(withKit, false))
 		t.Logf("with the database URLs: %q; time pins only: %q", withURLs, timePins)
